@@ -1,0 +1,31 @@
+#pragma once
+// Process-wide runtime set-up: LibTorch's intra-op thread count and the BLAS check.
+//
+// LibTorch here defaults to one thread, and without OpenBLAS it falls back to reference BLAS (~35x slower).
+// kclip therefore, on first use (any loader, model or `import kclip`), sets the intra-op threads to the cores
+// this process may run on (its CPU affinity), unless KCLIP_NUM_THREADS or OMP_NUM_THREADS says otherwise, and
+// warns loudly on stderr when the BLAS that LibTorch calls is not OpenBLAS.
+#include <string>
+
+namespace kclip {
+
+// Threads kclip would choose: KCLIP_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs in this process's affinity
+// mask. Invalid values (not a positive integer) raise kclip::ValueError naming the variable.
+int default_num_threads();
+
+// Idempotent and thread-safe: the first call applies default_num_threads() and checks the BLAS; later calls
+// do nothing. kclip's entry points call it; applications may call it early.
+void init();
+
+// Sets LibTorch's intra-op threads and marks the runtime initialised, so init() will not override it.
+void set_num_threads(int threads);
+int num_threads();
+
+// Path (symlinks resolved) of the shared library that provides sgemm_ to LibTorch, "" if none was found.
+std::string blas_library();
+bool blas_is_openblas();
+
+// One line per fact: kclip and LibTorch versions, threads, BLAS; what `kclip info` prints.
+std::string runtime_summary();
+
+}  // namespace kclip

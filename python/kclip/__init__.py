@@ -1,0 +1,41 @@
+"""kclip: CLIP trained with knowledge distilled from a Llama teacher (Knowledge-CLIP), on LibTorch.
+
+The heavy lifting lives in the C++ extension ``kclip._C``; this package re-exports it under the same names as
+the C++ API. Importing kclip sets LibTorch's intra-op threads to the available cores (unless KCLIP_NUM_THREADS or
+OMP_NUM_THREADS says otherwise) and warns if LibTorch is not using OpenBLAS.
+"""
+import torch  # noqa: F401  (loads libtorch and its pybind11 type casters before the extension)
+
+from ._C import (  # noqa: F401
+    Error,
+    SafetensorsFile,
+    __version__,
+    blas_is_openblas,
+    blas_library,
+    default_num_threads,
+    init,
+    load_safetensors,
+    load_safetensors_metadata,
+    num_threads,
+    runtime_summary,
+    save_safetensors,
+    set_num_threads,
+)
+
+init()
+
+__all__ = [
+    "Error",
+    "SafetensorsFile",
+    "__version__",
+    "blas_is_openblas",
+    "blas_library",
+    "default_num_threads",
+    "init",
+    "load_safetensors",
+    "load_safetensors_metadata",
+    "num_threads",
+    "runtime_summary",
+    "save_safetensors",
+    "set_num_threads",
+]

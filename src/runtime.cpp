@@ -1,0 +1,114 @@
+#include <kclip/error.h>
+#include <kclip/runtime.h>
+#include <kclip/version.h>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <torch/version.h>
+
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace kclip {
+namespace {
+
+std::once_flag g_init_once;
+std::atomic<bool> g_threads_set_by_user{false};
+
+// A positive integer from the environment variable `name`, 0 when unset or empty.
+int env_thread_count(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return 0;
+  char* end = nullptr;
+  long parsed = std::strtol(value, &end, 10);
+  // OMP_NUM_THREADS may be a list ("4,2"): its first entry is the outer level, which is what we want.
+  bool list_ok = (*end == ',') && std::string(name) == "OMP_NUM_THREADS";
+  if (end == value || (*end != '\0' && !list_ok) || parsed < 1 || parsed > 4096) {
+    fail_value("environment variable {}='{}': expected a positive integer number of threads", name, value);
+  }
+  return static_cast<int>(parsed);
+}
+
+int affinity_cpu_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int count = CPU_COUNT(&set);
+    if (count > 0) return count;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+void warn_if_reference_blas() {
+  if (blas_is_openblas()) return;
+  std::string lib = blas_library();
+  std::fprintf(stderr,
+               "\n"
+               "kclip: WARNING: LibTorch is not using OpenBLAS (BLAS in use: %s).\n"
+               "kclip: WARNING: reference BLAS makes matrix products about 35x slower.\n"
+               "kclip: WARNING: install it with `apt-get install libopenblas0-pthread` "
+               "(scripts/install-deps.sh does).\n\n",
+               lib.empty() ? "none found" : lib.c_str());
+}
+
+}  // namespace
+
+int default_num_threads() {
+  if (int n = env_thread_count("KCLIP_NUM_THREADS")) return n;
+  if (int n = env_thread_count("OMP_NUM_THREADS")) return n;
+  return affinity_cpu_count();
+}
+
+void init() {
+  std::call_once(g_init_once, [] {
+    if (!g_threads_set_by_user.load()) at::set_num_threads(default_num_threads());
+    warn_if_reference_blas();
+  });
+}
+
+void set_num_threads(int threads) {
+  if (threads < 1) fail_value("set_num_threads({}): expected a positive number of threads", threads);
+  g_threads_set_by_user.store(true);
+  init();  // the BLAS check still runs once
+  at::set_num_threads(threads);
+}
+
+int num_threads() {
+  init();
+  return at::get_num_threads();
+}
+
+std::string blas_library() {
+  // LibTorch calls the Fortran symbol sgemm_; whichever loaded library provides it is the BLAS in use.
+  void* symbol = dlsym(RTLD_DEFAULT, "sgemm_");
+  Dl_info info{};
+  if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "";
+  std::error_code ec;
+  auto resolved = std::filesystem::canonical(info.dli_fname, ec);  // through /etc/alternatives
+  return ec ? std::string(info.dli_fname) : resolved.string();
+}
+
+bool blas_is_openblas() { return blas_library().find("openblas") != std::string::npos; }
+
+std::string runtime_summary() {
+  init();
+  std::string blas = blas_library();
+  return fmt::format(
+      "kclip {}\n"
+      "libtorch {}\n"
+      "threads {} (intra-op)\n"
+      "blas {}{}\n",
+      version(), TORCH_VERSION, at::get_num_threads(), blas.empty() ? "none found" : blas,
+      blas_is_openblas() ? "" : "  <- NOT OpenBLAS: ~35x slower matrix products");
+}
+
+}  // namespace kclip

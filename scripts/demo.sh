@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make demo`: the smallest end-to-end job kclip can do today, grown as features land.
+# Now: report the runtime, convert a sharded Llama checkpoint (stories260K from ../shared, else a generated one)
+# to one bf16 file from Python, and inspect the result with the CLI.
+set -euo pipefail
+build=${1:-build}
+out="$build/demo"
+mkdir -p "$out"
+export PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "== kclip info"
+"$build/kclip" info
+echo
+echo "== checkpoint round trip (Python)"
+/usr/bin/python3 examples/python/checkpoint_roundtrip.py --out "$out"
+echo
+echo "== kclip inspect $out/checkpoint-bf16.safetensors"
+"$build/kclip" inspect "$out/checkpoint-bf16.safetensors" --quiet

@@ -1,0 +1,62 @@
+"""Threads on import, the BLAS check, and the kclip CLI."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import kclip
+
+
+def threads_after_import(**env_overrides):
+    env = {k: v for k, v in os.environ.items() if k not in ("KCLIP_NUM_THREADS", "OMP_NUM_THREADS")}
+    env.update(env_overrides)
+    code = "import torch, kclip; print(torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def test_import_sets_threads_to_the_affinity_mask_unless_the_environment_says_otherwise():
+    assert threads_after_import() == len(os.sched_getaffinity(0))
+    assert threads_after_import(KCLIP_NUM_THREADS="3") == 3
+    assert threads_after_import(KCLIP_NUM_THREADS="3", OMP_NUM_THREADS="1") == 3
+    assert threads_after_import(OMP_NUM_THREADS="1") == 1
+
+
+def test_set_num_threads_is_torchs_setting():
+    before = kclip.num_threads()
+    kclip.set_num_threads(1)
+    assert torch.get_num_threads() == 1
+    kclip.set_num_threads(before)
+    assert torch.get_num_threads() == before
+
+
+def test_blas_is_reported():
+    assert kclip.blas_library()
+    assert kclip.blas_is_openblas() == ("openblas" in kclip.blas_library())
+    assert f"blas {kclip.blas_library()}" in kclip.runtime_summary()
+
+
+def test_cli_inspect_and_convert_a_sharded_checkpoint(kclip_cli, shared, tmp_path):
+    hf = shared("models/stories260K/hf")
+    out = subprocess.run([kclip_cli, "inspect", hf], capture_output=True, text=True, check=True).stdout
+    assert "48 tensors, 292800 elements" in out and "model.norm.weight" in out
+    merged = tmp_path / "stories260K-bf16.safetensors"
+    subprocess.run([kclip_cli, "convert", hf, merged, "--dtype", "bf16", "--metadata", "source=stories260K"],
+                   check=True, capture_output=True)
+    original, converted = kclip.load_safetensors(hf), kclip.load_safetensors(merged)
+    assert set(original) == set(converted)
+    for name, t in original.items():
+        assert torch.equal(converted[name], t.to(torch.bfloat16)), name
+    metadata = kclip.load_safetensors_metadata(merged)
+    assert metadata["source"] == "stories260K" and "total_size" not in metadata
+
+
+def test_cli_errors_are_one_line_and_exit_2(kclip_cli, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x05\0\0\0\0\0\0\0{}")
+    result = subprocess.run([kclip_cli, "inspect", bad], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and str(bad) in result.stderr
+    result = subprocess.run([kclip_cli, "convert", bad, tmp_path / "o", "--bogus"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown option --bogus" in result.stderr

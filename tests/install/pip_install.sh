@@ -4,6 +4,7 @@
 #   usage: pip_install.sh SOURCE_DIR [PYTHON]
 set -euo pipefail
 src=$1 python=${2:-/usr/bin/python3}
+unset PYTHONPATH  # test the installed package, not a build tree that make puts on the path
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" -m venv --system-site-packages "$work/venv"

@@ -7,6 +7,8 @@
 
 namespace py = pybind11;
 
+void bind_losses(py::module_& m);  // loss_bindings.cpp
+
 namespace {
 
 // dict[str, Tensor] -> TensorDict, naming the key whose value is not a tensor.
@@ -51,6 +53,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "kclip C++ core (LibTorch)";
   m.attr("__version__") = kclip::version();
   py::register_exception<kclip::Error>(m, "Error", PyExc_RuntimeError);
+  bind_losses(m);
 
   // runtime
   m.def("init", &kclip::init, "Set LibTorch's threads and check the BLAS (runs once; import kclip calls it).");

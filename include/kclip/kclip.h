@@ -1,6 +1,11 @@
 #pragma once
 // Umbrella header: everything kclip offers. Include the per-concept headers to compile less.
+#include <kclip/distributed.h>
 #include <kclip/error.h>
+#include <kclip/loss_concept.h>
+#include <kclip/loss_contrastive.h>
+#include <kclip/loss_distillation.h>
+#include <kclip/loss_knowledge_clip.h>
 #include <kclip/runtime.h>
 #include <kclip/safetensors.h>
 #include <kclip/version.h>

@@ -7,7 +7,10 @@ OMP_NUM_THREADS says otherwise) and warns if LibTorch is not using OpenBLAS.
 import torch  # noqa: F401  (loads libtorch and its pybind11 type casters before the extension)
 
 from ._C import (  # noqa: F401
+    ConceptLoss,
+    ContrastiveLoss,
     Error,
+    KnowledgeClipLoss,
     SafetensorsFile,
     __version__,
     blas_is_openblas,
@@ -20,12 +23,17 @@ from ._C import (  # noqa: F401
     runtime_summary,
     save_safetensors,
     set_num_threads,
+    soft_cross_entropy,
+    TextDistillationLoss,
 )
 
 init()
 
 __all__ = [
+    "ConceptLoss",
+    "ContrastiveLoss",
     "Error",
+    "KnowledgeClipLoss",
     "SafetensorsFile",
     "__version__",
     "blas_is_openblas",
@@ -38,4 +46,6 @@ __all__ = [
     "runtime_summary",
     "save_safetensors",
     "set_num_threads",
+    "soft_cross_entropy",
+    "TextDistillationLoss",
 ]

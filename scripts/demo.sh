@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the smallest end-to-end job kclip can do today, grown as features land.
 # Now: report the runtime, convert a sharded Llama checkpoint (stories260K from ../shared, else a generated one)
-# to one bf16 file from Python, and inspect the result with the CLI.
+# to one bf16 file from Python, inspect the result with the CLI, and optimise the Knowledge-CLIP objective
+# (all three loss terms) on synthetic paired features.
 set -euo pipefail
 build=${1:-build}
 out="$build/demo"
@@ -16,3 +17,6 @@ echo "== checkpoint round trip (Python)"
 echo
 echo "== kclip inspect $out/checkpoint-bf16.safetensors"
 "$build/kclip" inspect "$out/checkpoint-bf16.safetensors" --quiet
+echo
+echo "== Knowledge-CLIP loss on synthetic features (examples/python/knowledge_clip_loss.py)"
+/usr/bin/python3 examples/python/knowledge_clip_loss.py

@@ -7,7 +7,8 @@
 
 namespace py = pybind11;
 
-void bind_losses(py::module_& m);  // loss_bindings.cpp
+void bind_losses(py::module_& m);   // loss_bindings.cpp
+void bind_cluster(py::module_& m);  // cluster_bindings.cpp
 
 namespace {
 
@@ -54,6 +55,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("__version__") = kclip::version();
   py::register_exception<kclip::Error>(m, "Error", PyExc_RuntimeError);
   bind_losses(m);
+  bind_cluster(m);
 
   // runtime
   m.def("init", &kclip::init, "Set LibTorch's threads and check the BLAS (runs once; import kclip calls it).");

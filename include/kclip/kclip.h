@@ -1,5 +1,7 @@
 #pragma once
 // Umbrella header: everything kclip offers. Include the per-concept headers to compile less.
+#include <kclip/cluster.h>
+#include <kclip/cluster_metrics.h>
 #include <kclip/distributed.h>
 #include <kclip/error.h>
 #include <kclip/loss_concept.h>

@@ -99,6 +99,32 @@ std::string blas_library() {
 
 bool blas_is_openblas() { return blas_library().find("openblas") != std::string::npos; }
 
+std::string blas_threading() {
+  if (!blas_is_openblas()) return "";
+  using GetParallel = int (*)();
+  auto get_parallel = reinterpret_cast<GetParallel>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  if (get_parallel == nullptr) return "";
+  switch (get_parallel()) {
+    case 0: return "sequential";
+    case 1: return "pthreads";
+    case 2: return "openmp";
+    default: return "";
+  }
+}
+
+GemmBoundScope::GemmBoundScope() {
+  init();
+  static const bool own_pool = blas_threading() == "pthreads";
+  if (own_pool && at::get_num_threads() > 1) {
+    saved_threads_ = at::get_num_threads();
+    at::set_num_threads(1);
+  }
+}
+
+GemmBoundScope::~GemmBoundScope() {
+  if (saved_threads_ > 0) at::set_num_threads(saved_threads_);
+}
+
 std::string runtime_summary() {
   init();
   std::string blas = blas_library();
@@ -106,8 +132,9 @@ std::string runtime_summary() {
       "kclip {}\n"
       "libtorch {}\n"
       "threads {} (intra-op)\n"
-      "blas {}{}\n",
+      "blas {}{}{}\n",
       version(), TORCH_VERSION, at::get_num_threads(), blas.empty() ? "none found" : blas,
+      blas_threading().empty() ? "" : " (" + blas_threading() + ")",
       blas_is_openblas() ? "" : "  <- NOT OpenBLAS: ~35x slower matrix products");
 }
 

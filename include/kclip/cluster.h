@@ -8,7 +8,6 @@
 // data and centroids are L2-normalised and the distance is 1 − cos.
 #include <kclip/safetensors.h>
 
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <torch/arg.h>
 
@@ -29,6 +28,9 @@ struct KMeansOptions {
   TORCH_ARG(std::string, init) = "k-means++";
   TORCH_ARG(int64_t, n_local_trials) = 0;  // greedy: 0 means 2 + floor(ln k)
   TORCH_ARG(int64_t, n_init) = 1;          // restarts; the lowest inertia wins
+  // Seed on this many random rows (0: all). Seeding reads the data once per centroid; on Fashion-MNIST
+  // (K = 100) 10000 of 60000 rows seed as well as all of them at a sixth of the cost.
+  TORCH_ARG(int64_t, init_sample) = 0;
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(std::string, metric) = "l2";   // "l2" or "cosine"
   TORCH_ARG(int64_t, memory_budget_mb) = 256;  // bound on each distance chunk
@@ -70,9 +72,6 @@ class KMeans {
   const Metadata& metadata() const { return metadata_; }  // what load() read
 
  private:
-  struct Run;
-  Run lloyd(const at::Tensor& x, at::Tensor centroids) const;
-  at::Tensor initial_centroids(const at::Tensor& x, at::Generator& generator) const;
   void check_data(const at::Tensor& x, const char* what) const;
 
   KMeansOptions options_;

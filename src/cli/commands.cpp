@@ -8,6 +8,10 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
 namespace kclip::cli {
 namespace {
 
@@ -80,6 +84,76 @@ int run_convert(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// Every shard of an embeddings source: the tensor `name` of one .safetensors file, or of each .safetensors file
+// in a directory (sorted by file name). Shards stay memory-mapped.
+std::vector<at::Tensor> embedding_shards(const std::filesystem::path& path, const std::string& name, Metadata* first_meta) {
+  std::vector<std::filesystem::path> files;
+  if (std::filesystem::is_directory(path)) {
+    for (const auto& entry : std::filesystem::directory_iterator(path))
+      if (entry.is_regular_file() && entry.path().extension() == ".safetensors") files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) fail_value("--embeddings {}: directory holds no .safetensors file", path.string());
+  } else {
+    files.push_back(path);
+  }
+  std::vector<at::Tensor> shards;
+  for (const auto& file : files) {
+    SafetensorsFile shard(file);
+    if (!shard.contains(name)) fail("{}: no tensor '{}' (choose one with --tensor)", file.string(), name);
+    if (shards.empty()) *first_meta = shard.metadata();
+    shards.push_back(shard.get(name));
+  }
+  return shards;
+}
+
+int64_t parse_int(const Args& args, const std::string& name, int64_t fallback) {
+  const std::string text = args.get(name);
+  if (text.empty()) return fallback;
+  try {
+    std::size_t used = 0;
+    long long v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  fail_value("--{} '{}': expected an integer", name, text);
+}
+
+int run_cluster(const std::vector<std::string>& argv) {
+  Args args(argv, {"embeddings", "k", "out", "metric", "minibatch", "iters", "seed", "init", "n-init", "tensor", "tol",
+             "init-sample"},
+            {});
+  if (!args.has("embeddings") || !args.has("k") || !args.has("out"))
+    fail_value("cluster needs --embeddings PATH, --k K and --out FILE");
+  Metadata source_meta;
+  std::vector<at::Tensor> shards = embedding_shards(args.get("embeddings"), args.get("tensor", "embeddings"), &source_meta);
+  KMeansOptions options(parse_int(args, "k", 0));
+  options.metric(args.get("metric", "l2"))
+      .batch_size(parse_int(args, "minibatch", 0))
+      .iters(parse_int(args, "iters", 100))
+      .seed(static_cast<uint64_t>(parse_int(args, "seed", 0)))
+      .init(args.get("init", "k-means++"))
+      .n_init(parse_int(args, "n-init", 1))
+      .init_sample(parse_int(args, "init-sample", 0));
+  if (args.has("tol")) options.tol(std::stod(args.get("tol")));
+  KMeans kmeans(options);
+  const auto start = std::chrono::steady_clock::now();
+  if (options.batch_size() > 0) {
+    kmeans.fit_minibatch(shards);  // streams the shards
+  } else {
+    kmeans.fit(shards.size() == 1 ? shards[0] : at::cat(shards, 0));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Metadata extra{{"source", args.get("embeddings")}};
+  if (auto it = source_meta.find("teacher_id"); it != source_meta.end()) extra["teacher_id"] = it->second;
+  kmeans.save(args.get("out"), extra);
+  int64_t rows = 0;
+  for (const auto& s : shards) rows += s.size(0);
+  fmt::print("clustered {} x {} embeddings into k={} ({}, {}): inertia {:.6g} after {} iterations in {:.2f} s\nwrote {}\n",
+             rows, shards[0].size(1), options.k(), options.metric(), options.batch_size() > 0 ? "mini-batch" : "Lloyd",
+             kmeans.inertia(), kmeans.n_iter(), seconds, args.get("out"));
+  return 0;
+}
+
 }  // namespace
 
 const std::vector<Command>& commands() {
@@ -90,6 +164,12 @@ const std::vector<Command>& commands() {
        run_inspect},
       {"convert", "INPUT OUTPUT [--dtype f32|f16|bf16|f64] [--metadata KEY=VALUE]",
        "merge a (sharded) safetensors checkpoint into one file, optionally casting floating tensors", run_convert},
+      {"cluster",
+       "--embeddings PATH --k K --out FILE [--metric l2|cosine] [--minibatch BATCH] [--iters N] [--seed S] "
+       "[--init k-means++|greedy-k-means++|random] [--n-init N] [--init-sample ROWS] [--tol T] [--tensor NAME]",
+       "K-means over embeddings (a .safetensors file or a directory of shards, tensor 'embeddings' by default); "
+       "writes the centroids artifact",
+       run_cluster},
   };
   return all;
 }

@@ -2,7 +2,7 @@
 # `make demo`: the smallest end-to-end job kclip can do today, grown as features land.
 # Now: report the runtime, convert a sharded Llama checkpoint (stories260K from ../shared, else a generated one)
 # to one bf16 file from Python, inspect the result with the CLI, and optimise the Knowledge-CLIP objective
-# (all three loss terms) on synthetic paired features.
+# (all three loss terms) on synthetic paired features, and cluster Fashion-MNIST into concepts.
 set -euo pipefail
 build=${1:-build}
 out="$build/demo"
@@ -20,3 +20,6 @@ echo "== kclip inspect $out/checkpoint-bf16.safetensors"
 echo
 echo "== Knowledge-CLIP loss on synthetic features (examples/python/knowledge_clip_loss.py)"
 /usr/bin/python3 examples/python/knowledge_clip_loss.py
+echo
+echo "== concept clustering of Fashion-MNIST (examples/python/cluster_fashion_mnist.py)"
+/usr/bin/python3 examples/python/cluster_fashion_mnist.py --out "$out"

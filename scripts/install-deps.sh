@@ -13,6 +13,8 @@ packages=(
   libutf8proc-dev zlib1g-dev
   # Python side: headers for the extension, tests, packaging (pip install . in a venv)
   python3-dev python3-pybind11 python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel python3-venv
+  # reference peers for tests and benchmarks: scikit-learn (K-means, metrics), faiss, Fashion-MNIST
+  python3-sklearn python3-faiss dataset-fashion-mnist
 )
 
 missing=()

@@ -60,3 +60,27 @@ def test_cli_errors_are_one_line_and_exit_2(kclip_cli, tmp_path):
     assert result.stderr.count("\n") == 1 and str(bad) in result.stderr
     result = subprocess.run([kclip_cli, "convert", bad, tmp_path / "o", "--bogus"], capture_output=True, text=True)
     assert result.returncode == 2 and "unknown option --bogus" in result.stderr
+
+
+def test_cli_cluster_streams_shards_and_writes_the_artifact(kclip_cli, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 6, generator=g) * 10
+    truth = []
+    shards = tmp_path / "cache"
+    shards.mkdir()
+    for i in range(3):
+        labels = torch.randint(0, 4, (400,), generator=g)
+        truth.append(labels)
+        rows = centres[labels] + 0.3 * torch.randn(400, 6, generator=g)
+        kclip.save_safetensors(shards / f"shard-{i}.safetensors", {"embeddings": rows}, {"teacher_id": "toy-teacher"})
+    out = tmp_path / "centroids.safetensors"
+    result = subprocess.run([kclip_cli, "cluster", "--embeddings", shards, "--k", "4", "--out", out,
+                             "--minibatch", "128", "--n-init", "3"], capture_output=True, text=True, check=True)
+    assert "clustered 1200 x 6 embeddings into k=4" in result.stdout
+    km = kclip.KMeans.load(out)
+    assert km.metadata["teacher_id"] == "toy-teacher" and km.metadata["k"] == "4"
+    data = torch.cat([kclip.load_safetensors(shards / f"shard-{i}.safetensors")["embeddings"] for i in range(3)])
+    assert kclip.adjusted_rand_index(torch.cat(truth), km.predict(data)) == 1.0
+    bad = subprocess.run([kclip_cli, "cluster", "--embeddings", shards, "--k", "4", "--out", out, "--tensor", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "no tensor 'x'" in bad.stderr

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace kclip {
 
@@ -256,7 +257,8 @@ Run lloyd(const Data& data, at::Tensor centroids, const KMeansOptions& o) {
 }  // namespace
 
 KMeans& KMeans::fit(const at::Tensor& x) {
-  GemmBoundScope gemm_bound;
+  std::optional<GemmBoundScope> gemm_bound;
+  if (x.defined() && x.is_cpu()) gemm_bound.emplace();
   check_data(x, "x");
   if (options_.batch_size() > 0) return fit_minibatch({x});
   if (x.size(0) < options_.k())
@@ -285,7 +287,8 @@ KMeans& KMeans::fit(const at::Tensor& x) {
 }
 
 KMeans& KMeans::fit(const at::Tensor& x, const at::Tensor& init_centroids) {
-  GemmBoundScope gemm_bound;
+  std::optional<GemmBoundScope> gemm_bound;
+  if (x.defined() && x.is_cpu()) gemm_bound.emplace();
   check_data(x, "x");
   check_data(init_centroids, "init_centroids");
   if (init_centroids.size(0) != options_.k() || init_centroids.size(1) != x.size(1))
@@ -304,7 +307,8 @@ KMeans& KMeans::fit(const at::Tensor& x, const at::Tensor& init_centroids) {
 // ---- mini-batch ------------------------------------------------------------------------------------------
 
 KMeans& KMeans::fit_minibatch(const std::vector<at::Tensor>& shards) {
-  GemmBoundScope gemm_bound;
+  std::optional<GemmBoundScope> gemm_bound;
+  if (!shards.empty() && shards[0].defined() && shards[0].is_cpu()) gemm_bound.emplace();
   const auto& o = options_;
   const bool cosine = is_cosine(o);
   if (shards.empty()) fail_value("{}: fit_minibatch needs at least one tensor", kWho);

@@ -84,3 +84,16 @@ def test_cli_cluster_streams_shards_and_writes_the_artifact(kclip_cli, tmp_path)
     bad = subprocess.run([kclip_cli, "cluster", "--embeddings", shards, "--k", "4", "--out", out, "--tensor", "x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no tensor 'x'" in bad.stderr
+
+
+def test_reference_blas_is_warned_about_loudly(kclip_cli):
+    reference = "/usr/lib/x86_64-linux-gnu/blas"  # Debian's reference BLAS, which the loader then prefers
+    if not os.path.exists(os.path.join(reference, "libblas.so.3")):
+        import pytest
+        pytest.skip("Debian's reference BLAS (libblas3) is not installed")
+    env = dict(os.environ, LD_LIBRARY_PATH=reference)
+    result = subprocess.run([kclip_cli, "info"], env=env, capture_output=True, text=True, check=True)
+    assert "WARNING: LibTorch is not using OpenBLAS" in result.stderr
+    assert "NOT OpenBLAS" in result.stdout
+    normal = subprocess.run([kclip_cli, "info"], capture_output=True, text=True, check=True)
+    assert "WARNING" not in normal.stderr and "(pthreads)" in normal.stdout

@@ -4,6 +4,7 @@
 #include <kclip/cluster_metrics.h>
 #include <kclip/distributed.h>
 #include <kclip/error.h>
+#include <kclip/llama.h>
 #include <kclip/loss_concept.h>
 #include <kclip/loss_contrastive.h>
 #include <kclip/loss_distillation.h>

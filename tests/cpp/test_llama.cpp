@@ -92,7 +92,7 @@ TEST_CASE("llama: a right-padded batch gives each sequence's rows as computed al
       const int64_t n = static_cast<int64_t>(seqs[i].size());
       torch::Tensor alone = model->hidden_states(torch::tensor(seqs[i], torch::kLong).unsqueeze(0), {}, layer)[0];
       INFO("sequence " << i << " layer " << layer);
-      CHECK(max_error(batch[i].narrow(0, 0, n), alone) < 1e-5);
+      CHECK(max_error(batch[i].narrow(0, 0, n), alone) < 1e-4);
     }
   }
 }

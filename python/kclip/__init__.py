@@ -12,6 +12,9 @@ from ._C import (  # noqa: F401
     Error,
     KMeans,
     KnowledgeClipLoss,
+    Llama,
+    LlamaTeacher,
+    LlamaTokenizer,
     SafetensorsFile,
     __version__,
     adjusted_rand_index,
@@ -28,6 +31,7 @@ from ._C import (  # noqa: F401
     save_safetensors,
     set_num_threads,
     soft_cross_entropy,
+    Teacher,
     TextDistillationLoss,
 )
 
@@ -39,6 +43,9 @@ __all__ = [
     "Error",
     "KMeans",
     "KnowledgeClipLoss",
+    "Llama",
+    "LlamaTeacher",
+    "LlamaTokenizer",
     "SafetensorsFile",
     "__version__",
     "adjusted_rand_index",
@@ -55,5 +62,6 @@ __all__ = [
     "save_safetensors",
     "set_num_threads",
     "soft_cross_entropy",
+    "Teacher",
     "TextDistillationLoss",
 ]

@@ -1,4 +1,5 @@
 // kclip._C Llama: the model, its tokenizer and the teacher that pools caption embeddings.
+#include <kclip/embedding_cache.h>
 #include <kclip/teacher.h>
 
 #include "module_bindings.h"
@@ -8,6 +9,20 @@
 
 namespace py = pybind11;
 using kclip::python::bind_module_common;
+
+namespace {
+
+// Lets Python subclasses of kclip.Teacher stand wherever C++ takes a Teacher (e.g. EmbeddingCache.build).
+class PyTeacher : public kclip::Teacher {
+ public:
+  at::Tensor embed(const std::vector<std::string>& texts) override {
+    PYBIND11_OVERRIDE_PURE(at::Tensor, kclip::Teacher, embed, texts);
+  }
+  int64_t dim() const override { PYBIND11_OVERRIDE_PURE(int64_t, kclip::Teacher, dim, ); }
+  std::string id() const override { PYBIND11_OVERRIDE_PURE(std::string, kclip::Teacher, id, ); }
+};
+
+}  // namespace
 
 void bind_llama(py::module_& m) {
   using namespace kclip;
@@ -56,7 +71,8 @@ void bind_llama(py::module_& m) {
       .def_property_readonly("eos_id", &LlamaTokenizer::eos_id)
       .def_property_readonly("vocab_size", &LlamaTokenizer::vocab_size);
 
-  py::class_<Teacher, std::shared_ptr<Teacher>>(m, "Teacher")
+  py::class_<Teacher, PyTeacher, std::shared_ptr<Teacher>>(m, "Teacher")
+      .def(py::init<>())
       .def("embed", &Teacher::embed, arg("texts"), no_gil)
       .def("dim", &Teacher::dim)
       .def("id", &Teacher::id);
@@ -83,4 +99,46 @@ void bind_llama(py::module_& m) {
           arg("dtype") = py::none(), arg("device") = py::none())
       .def("embed_ids", &LlamaTeacher::embed_ids, arg("ids"), no_gil)
       .def_property_readonly("model", [](LlamaTeacher& t) { return t.model().ptr(); });
+
+  py::class_<EmbeddingCache>(m, "EmbeddingCache")
+      .def(py::init<const std::filesystem::path&, const std::string&, bool>(), arg("path"), arg("teacher_id") = "",
+           arg("force") = false)
+      .def_static(
+          "build",
+          [](const std::filesystem::path& path, Teacher& teacher, const std::vector<std::string>& captions,
+             int64_t shard_size, const std::string& dtype, int64_t batch_size, bool force, int64_t max_new_shards,
+             bool progress) {
+            std::string upper = dtype;
+            for (auto& c : upper) c = static_cast<char>(std::toupper(c));
+            return EmbeddingCache::build(path, teacher, captions,
+                                         EmbeddingCacheOptions()
+                                             .shard_size(shard_size)
+                                             .dtype(upper)
+                                             .batch_size(batch_size)
+                                             .force(force)
+                                             .max_new_shards(max_new_shards)
+                                             .progress(progress));
+          },
+          arg("path"), arg("teacher"), arg("captions"), arg("shard_size") = 65536, arg("dtype") = "f16",
+          arg("batch_size") = 256, arg("force") = false, arg("max_new_shards") = 0, arg("progress") = true,
+          py::call_guard<py::gil_scoped_release>())
+      .def("get", &EmbeddingCache::get, arg("captions"), no_gil)
+      .def("__contains__", &EmbeddingCache::contains)
+      .def("shards", &EmbeddingCache::shards)
+      .def_property_readonly("count", &EmbeddingCache::count)
+      .def_property_readonly("dim", &EmbeddingCache::dim)
+      .def_property_readonly("teacher_id", &EmbeddingCache::teacher_id)
+      .def_property_readonly("complete", &EmbeddingCache::complete);
+
+  py::class_<PrecomputedTeacher, Teacher, std::shared_ptr<PrecomputedTeacher>>(m, "PrecomputedTeacher")
+      .def(py::init([](const std::filesystem::path& path) {
+             return std::make_shared<PrecomputedTeacher>(EmbeddingCache(path));
+           }),
+           arg("path"));
+  m.def("read_captions",
+        [](const std::filesystem::path& path, const std::string& column, const std::string& separator) {
+          if (separator.size() > 1) throw ValueError("separator must be one character");
+          return read_captions(path, column, separator.empty() ? 0 : separator[0]);
+        },
+        arg("path"), arg("column") = "caption", arg("separator") = "");
 }

@@ -3,6 +3,7 @@
 #include <kclip/cluster.h>
 #include <kclip/cluster_metrics.h>
 #include <kclip/distributed.h>
+#include <kclip/embedding_cache.h>
 #include <kclip/error.h>
 #include <kclip/llama.h>
 #include <kclip/llama_tokenizer.h>

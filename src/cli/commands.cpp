@@ -154,6 +154,37 @@ int run_cluster(const std::vector<std::string>& argv) {
   return 0;
 }
 
+int run_embed(const std::vector<std::string>& argv) {
+  Args args(argv,
+            {"teacher", "captions", "out", "tokenizer", "pooling", "layer", "max-length", "dtype", "shard-size",
+             "batch-size", "column", "separator"},
+            {"force", "normalize", "quiet"});
+  if (!args.has("teacher") || !args.has("captions") || !args.has("out"))
+    fail_value("embed needs --teacher MODEL, --captions FILE and --out DIR");
+  const std::string separator = args.get("separator");
+  if (separator.size() > 1 && separator != "\\t") fail_value("--separator '{}': expected one character", separator);
+  const char sep = separator.empty() ? 0 : (separator == "\\t" ? '\t' : separator[0]);
+  const auto captions = read_captions(args.get("captions"), args.get("column", "caption"), sep);
+  auto teacher = LlamaTeacher::load(args.get("teacher"), args.get("tokenizer"),
+                                    LlamaTeacherOptions()
+                                        .pooling(args.get("pooling", "mean"))
+                                        .layer(parse_int(args, "layer", -1))
+                                        .max_length(parse_int(args, "max-length", 512))
+                                        .normalize(args.has("normalize")));
+  std::string dtype = args.get("dtype", "f16");
+  std::transform(dtype.begin(), dtype.end(), dtype.begin(), ::toupper);
+  auto cache = EmbeddingCache::build(args.get("out"), *teacher, captions,
+                                     EmbeddingCacheOptions()
+                                         .dtype(dtype)
+                                         .shard_size(parse_int(args, "shard-size", 65536))
+                                         .batch_size(parse_int(args, "batch-size", 256))
+                                         .force(args.has("force"))
+                                         .progress(!args.has("quiet")));
+  fmt::print("{}: {} unique of {} captions, dim {}, teacher {}\n", args.get("out"), cache.count(), captions.size(),
+             cache.dim(), cache.teacher_id());
+  return 0;
+}
+
 }  // namespace
 
 const std::vector<Command>& commands() {
@@ -164,6 +195,11 @@ const std::vector<Command>& commands() {
        run_inspect},
       {"convert", "INPUT OUTPUT [--dtype f32|f16|bf16|f64] [--metadata KEY=VALUE]",
        "merge a (sharded) safetensors checkpoint into one file, optionally casting floating tensors", run_convert},
+      {"embed",
+       "--teacher MODEL --captions FILE --out DIR [--tokenizer PATH] [--pooling mean|last|first] [--layer L] "
+       "[--max-length N] [--normalize] [--dtype f16|f32] [--shard-size N] [--batch-size N] [--column caption] "
+       "[--separator C] [--force] [--quiet]",
+       "embed unique captions (CSV/TSV column or text lines) with a Llama teacher into a resumable cache", run_embed},
       {"cluster",
        "--embeddings PATH --k K --out FILE [--metric l2|cosine] [--minibatch BATCH] [--iters N] [--seed S] "
        "[--init k-means++|greedy-k-means++|random] [--n-init N] [--init-sample ROWS] [--tol T] [--tensor NAME]",

@@ -91,13 +91,34 @@ void bind_llama(py::module_& m) {
               teacher = LlamaTeacher::load(path, tokenizer.value_or(std::filesystem::path()), options);
             }
             if (!device.is_none()) kclip::python::module_to(*teacher->model(), device);
-            if (!dtype.is_none()) kclip::python::module_to(*teacher->model(), dtype);
+            if (!dtype.is_none()) {
+              kclip::python::module_to(*teacher->model(), dtype);
+            } else if (teacher->model()->model->embed_tokens->weight.is_cuda()) {
+              // On a GPU keep a half-precision checkpoint's dtype; on the CPU weights stay float32.
+              const std::string& stored = teacher->model()->config().torch_dtype;
+              if (stored == "float16") teacher->model()->to(at::kHalf);
+              if (stored == "bfloat16") teacher->model()->to(at::kBFloat16);
+            }
             return teacher;
           },
           arg("path"), arg("tokenizer") = py::none(), arg("pooling") = "mean", arg("layer") = -1,
           arg("max_length") = 512, arg("bos") = true, arg("normalize") = false, arg("token_budget") = 8192,
           arg("dtype") = py::none(), arg("device") = py::none())
       .def("embed_ids", &LlamaTeacher::embed_ids, arg("ids"), no_gil)
+      .def(
+          "logits",
+          [](LlamaTeacher& t, const at::Tensor& ids, const c10::optional<at::Tensor>& mask) {
+            at::NoGradGuard no_grad;
+            return t.model()->logits(ids, mask.value_or(at::Tensor()));
+          },
+          arg("ids"), arg("attention_mask") = py::none(), no_gil)
+      .def(
+          "hidden_states",
+          [](LlamaTeacher& t, const at::Tensor& ids, const c10::optional<at::Tensor>& mask, int64_t layer) {
+            at::NoGradGuard no_grad;
+            return t.model()->hidden_states(ids, mask.value_or(at::Tensor()), layer);
+          },
+          arg("ids"), arg("attention_mask") = py::none(), arg("layer") = -1, no_gil)
       .def_property_readonly("model", [](LlamaTeacher& t) { return t.model().ptr(); });
 
   py::class_<EmbeddingCache>(m, "EmbeddingCache")

@@ -57,6 +57,7 @@ LlamaConfig LlamaConfig::from_json(const std::filesystem::path& path) {
     if (!it->is_boolean()) fail("{}: field 'tie_word_embeddings' must be true or false", where);
     c.tie_word_embeddings = it->get<bool>();
   }
+  if (auto it = j.find("torch_dtype"); it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
     const auto type = it->value("type", it->value("rope_type", std::string()));
     if (type != "linear" || !it->contains("factor") || !(*it)["factor"].is_number())

@@ -31,6 +31,7 @@ struct LlamaConfig {
   double rope_theta = 10000.0;
   double rope_scaling_factor = 1.0;  // rope_scaling {"type": "linear", "factor": f}: positions divided by f
   bool tie_word_embeddings = false;
+  std::string torch_dtype;  // the checkpoint's dtype as config.json names it ("float16", "bfloat16", ...), if given
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   // Reads a Hugging Face config.json; kclip::Error names the file and the field that is missing or wrong.

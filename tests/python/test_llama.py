@@ -66,3 +66,74 @@ def test_bad_checkpoints_raise_kclip_errors(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"\x01\x02")
     with pytest.raises(kclip.Error, match="7-int header"):
         kclip.Llama.load(tmp_path / "x.bin")
+
+
+class CharacterTeacher(kclip.Teacher):
+    """A teacher written in Python: letter frequencies. Stands where C++ takes a kclip::Teacher."""
+
+    def embed(self, texts):
+        out = torch.zeros(len(texts), 26)
+        for i, text in enumerate(texts):
+            for ch in text.lower():
+                if "a" <= ch <= "z":
+                    out[i, ord(ch) - 97] += 1
+        return out
+
+    def dim(self):
+        return 26
+
+    def id(self):
+        return "letters-v1"
+
+
+def test_python_teacher_builds_a_cache_from_flickr_captions(shared, tmp_path):
+    captions = kclip.read_captions(shared("data/flickr8k-1k/captions.csv"))[:300]
+    teacher = CharacterTeacher()
+    cache = kclip.EmbeddingCache.build(tmp_path / "cache", teacher, captions, shard_size=64, dtype="f32",
+                                       progress=False)
+    assert cache.count == len(set(captions)) and cache.complete and cache.teacher_id == "letters-v1"
+    assert torch.equal(cache.get(captions[:5]), teacher.embed(captions[:5]))
+    assert captions[7] in cache and "no such caption" not in cache
+    precomputed = kclip.PrecomputedTeacher(tmp_path / "cache")
+    assert precomputed.id() == "letters-v1" and torch.equal(precomputed.embed(captions[:2]), teacher.embed(captions[:2]))
+    with pytest.raises(kclip.Error, match="built by teacher"):
+        kclip.EmbeddingCache(tmp_path / "cache", teacher_id="another")
+    km = kclip.KMeans(5, seed=0).fit_minibatch(cache.shards())  # the cache feeds the clusterer directly
+    assert km.centroids.shape == (5, 26)
+
+
+def test_teacher_logits_and_hidden_states(shared, reference):
+    teacher = kclip.LlamaTeacher.load(shared("models/stories260K/stories260K.bin"), tokenizer=shared("tokenizers/llama2"))
+    seq = reference["sequences"][0]
+    assert (teacher.logits(torch.tensor([seq["ids"]]))[0] - torch.tensor(seq["logits"])).abs().max() < 1e-4
+    assert teacher.hidden_states(torch.tensor([seq["ids"]]), layer=0).shape == (1, len(seq["ids"]), 64)
+
+
+def test_cli_embed_builds_and_resumes_a_cache(kclip_cli, shared, tmp_path):
+    import subprocess
+
+    model = tmp_path / "model"
+    model.mkdir()
+    config = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 32000, "max_position_embeddings": 64,
+              "tie_word_embeddings": True}
+    (model / "config.json").write_text(json.dumps(config))
+    g = torch.Generator().manual_seed(0)
+    shapes = {"model.embed_tokens.weight": (32000, 16), "model.norm.weight": (16,),
+              "model.layers.0.input_layernorm.weight": (16,), "model.layers.0.post_attention_layernorm.weight": (16,),
+              "model.layers.0.self_attn.q_proj.weight": (16, 16), "model.layers.0.self_attn.k_proj.weight": (8, 16),
+              "model.layers.0.self_attn.v_proj.weight": (8, 16), "model.layers.0.self_attn.o_proj.weight": (16, 16),
+              "model.layers.0.mlp.gate_proj.weight": (24, 16), "model.layers.0.mlp.up_proj.weight": (24, 16),
+              "model.layers.0.mlp.down_proj.weight": (16, 24)}
+    kclip.save_safetensors(model / "model.safetensors", {k: torch.randn(*v, generator=g) for k, v in shapes.items()})
+    captions = shared("data/flickr8k-1k/captions.csv")
+    args = [kclip_cli, "embed", "--teacher", model, "--tokenizer", shared("tokenizers/llama2"), "--captions",
+            captions, "--out", tmp_path / "cache", "--max-length", "64", "--shard-size", "2000", "--quiet"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    unique = len(set(kclip.read_captions(captions)))
+    assert f"{unique} unique of 5000 captions, dim 16" in out
+    first = (tmp_path / "cache" / "shard-00000.safetensors").read_bytes()
+    subprocess.run(args, capture_output=True, text=True, check=True)  # a rerun finds everything done
+    assert (tmp_path / "cache" / "shard-00000.safetensors").read_bytes() == first
+    cache = kclip.EmbeddingCache(tmp_path / "cache")
+    assert cache.complete and cache.dim == 16

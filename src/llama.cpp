@@ -11,6 +11,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <optional>
 
 namespace kclip {
 
@@ -187,6 +188,9 @@ at::Tensor LlamaImpl::hidden_states(const at::Tensor& ids, const at::Tensor& att
 
   const auto device = model->embed_tokens->weight.device();
   const auto dtype = model->embed_tokens->weight.scalar_type();
+  // GEMMs dominate: on the CPU let OpenBLAS's threads have the cores (see GemmBoundScope).
+  std::optional<GemmBoundScope> gemm_bound;
+  if (device.is_cpu()) gemm_bound.emplace();
   at::Tensor tokens = ids.to(device);
   // Rotary tables: angle(pos, i) = (pos / scaling) · θ^(−2i/d), duplicated over both halves (rotate-half layout).
   const int64_t d = config_.head_dim();

@@ -1,5 +1,6 @@
 // Embedding cache: dedup, resume after a simulated crash (byte-identical result), teacher-id mismatch, corrupt
 // shards, caption files. The teacher is a real LlamaTeacher: Meta's tokenizer on a small random-weight Llama.
+#include "small_llama.h"
 #include "testing.h"
 
 #include <kclip/embedding_cache.h>
@@ -17,16 +18,8 @@ namespace fs = std::filesystem;
 namespace {
 
 std::shared_ptr<kclip::LlamaTeacher> small_teacher(const std::string& pooling = "mean") {
-  torch::manual_seed(0);
-  kclip::LlamaConfig c;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 64;
   auto tok = std::make_shared<kclip::LlamaTokenizer>(shared_dir() / "tokenizers/llama2/tokenizer.model");
-  return std::make_shared<kclip::LlamaTeacher>(kclip::Llama(c), tok,
+  return std::make_shared<kclip::LlamaTeacher>(kclip::testing::small_random_llama(), tok,
                                                kclip::LlamaTeacherOptions().pooling(pooling).max_length(64), "small");
 }
 

@@ -1,4 +1,5 @@
 // LlamaTokenizer against sentencepiece's reference encodings, and LlamaTeacher's pooling and batching.
+#include "small_llama.h"
 #include "testing.h"
 
 #include <kclip/error.h>
@@ -86,15 +87,7 @@ TEST_CASE("teacher: ids name the checkpoint and the settings") {
 
 TEST_CASE("teacher: captions end to end with Meta's tokenizer on a random-weight Llama") {
   if (!have_shared("tokenizers/llama2/tokenizer.model")) return;
-  torch::manual_seed(0);
-  kclip::LlamaConfig config;
-  config.hidden_size = 16;
-  config.intermediate_size = 24;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.max_position_embeddings = 64;
-  kclip::Llama model(config);  // vocab 32000 by default
+  kclip::Llama model = kclip::testing::small_random_llama();
   auto tok = std::make_shared<kclip::LlamaTokenizer>(shared_dir() / "tokenizers/llama2/tokenizer.model");
   kclip::LlamaTeacher batched(model, tok, kclip::LlamaTeacherOptions().max_length(64).token_budget(256), "random");
   kclip::LlamaTeacher single(model, tok, kclip::LlamaTeacherOptions().max_length(64).token_budget(64), "random");

@@ -21,8 +21,8 @@ CONFIG = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8
           "rope_theta": 10000.0, "tie_word_embeddings": False}
 
 
-def random_checkpoint(directory):
-    c, g = CONFIG, torch.Generator().manual_seed(0)
+def random_checkpoint(directory, c=CONFIG):
+    g = torch.Generator().manual_seed(0)
     d, kv, f = c["hidden_size"], c["hidden_size"] // c["num_attention_heads"] * c["num_key_value_heads"], c["intermediate_size"]
     w = {"model.embed_tokens.weight": torch.randn(c["vocab_size"], d, generator=g) * 0.02,
          "model.norm.weight": torch.ones(d), "lm_head.weight": torch.randn(c["vocab_size"], d, generator=g) * 0.02}
@@ -35,18 +35,18 @@ def random_checkpoint(directory):
         w[p + "input_layernorm.weight"] = torch.ones(d)
         w[p + "post_attention_layernorm.weight"] = torch.ones(d)
     with open(os.path.join(directory, "config.json"), "w") as out:
-        json.dump(CONFIG, out)
+        json.dump(c, out)
     kclip.save_safetensors(os.path.join(directory, "model.safetensors"), w)
     return w
 
 
-def eager_hidden_states(w, ids):
-    """Hugging Face's Llama forward in plain PyTorch eager: the reference peer."""
-    c = CONFIG
+def eager_hidden_states(w, ids, c=CONFIG):
+    """Hugging Face's Llama forward in plain PyTorch eager: the reference peer (and a test's reference)."""
     d, h, kvh = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
     hd, (b, t) = d // h, ids.shape
     inv = 1.0 / c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    ang = torch.outer(torch.arange(t, dtype=torch.float64), inv)
+    scale = c.get("rope_scaling", {}).get("factor", 1.0) if c.get("rope_scaling") else 1.0
+    ang = torch.outer(torch.arange(t, dtype=torch.float64) / scale, inv)
     ang = torch.cat([ang, ang], -1)
     cos, sin = ang.cos().float(), ang.sin().float()
     mask = torch.full((t, t), float("-inf")).triu(1)

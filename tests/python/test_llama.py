@@ -137,3 +137,23 @@ def test_cli_embed_builds_and_resumes_a_cache(kclip_cli, shared, tmp_path):
     assert (tmp_path / "cache" / "shard-00000.safetensors").read_bytes() == first
     cache = kclip.EmbeddingCache(tmp_path / "cache")
     assert cache.complete and cache.dim == 16
+
+
+def test_config_features_match_an_independent_eager_forward(tmp_path):
+    """Grouped-query attention, rope_theta and linear rope_scaling against the plain-PyTorch forward in
+    bench/bench_llama.py (written from Hugging Face's modeling code, sharing nothing with kclip)."""
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+    import bench_llama
+
+    config = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 100, "max_position_embeddings": 64, "rms_norm_eps": 1e-6,
+              "rope_theta": 500.0, "rope_scaling": {"type": "linear", "factor": 2.0}, "tie_word_embeddings": False}
+    weights = bench_llama.random_checkpoint(str(tmp_path), config)
+    model = kclip.Llama.load(tmp_path)
+    ids = torch.randint(0, 100, (3, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (model.hidden_states(ids) - bench_llama.eager_hidden_states(weights, ids, config)).abs().max() < 1e-4
+        unscaled = dict(config, rope_scaling=None)
+        assert (model.hidden_states(ids) - bench_llama.eager_hidden_states(weights, ids, unscaled)).abs().max() > 1e-3

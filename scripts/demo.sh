@@ -2,7 +2,8 @@
 # `make demo`: the smallest end-to-end job kclip can do today, grown as features land.
 # Now: report the runtime, convert a sharded Llama checkpoint (stories260K from ../shared, else a generated one)
 # to one bf16 file from Python, inspect the result with the CLI, and optimise the Knowledge-CLIP objective
-# (all three loss terms) on synthetic paired features, and cluster Fashion-MNIST into concepts.
+# (all three loss terms) on synthetic paired features, cluster Fashion-MNIST into concepts, and run the Llama
+# teacher (stories260K from ../shared: greedy decoding checked against run.c, pooled embeddings).
 set -euo pipefail
 build=${1:-build}
 out="$build/demo"
@@ -23,3 +24,6 @@ echo "== Knowledge-CLIP loss on synthetic features (examples/python/knowledge_cl
 echo
 echo "== concept clustering of Fashion-MNIST (examples/python/cluster_fashion_mnist.py)"
 /usr/bin/python3 examples/python/cluster_fashion_mnist.py --out "$out"
+echo
+echo "== the Llama teacher (examples/python/llama_teacher.py)"
+/usr/bin/python3 examples/python/llama_teacher.py

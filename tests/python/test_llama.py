@@ -157,3 +157,18 @@ def test_config_features_match_an_independent_eager_forward(tmp_path):
         assert (model.hidden_states(ids) - bench_llama.eager_hidden_states(weights, ids, config)).abs().max() < 1e-4
         unscaled = dict(config, rope_scaling=None)
         assert (model.hidden_states(ids) - bench_llama.eager_hidden_states(weights, ids, unscaled)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_hf_checkpoints_load(shared, reference, tmp_path, dtype):
+    hf = shared("models/stories260K/hf")
+    (tmp_path / "config.json").write_text((hf / "config.json").read_text())
+    halved = {k: v.to(dtype) for k, v in kclip.load_safetensors(hf).items()}
+    kclip.save_safetensors(tmp_path / "model.safetensors", halved)
+    model = kclip.Llama.load(tmp_path)  # float32 on the CPU, from half-precision weights
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(p, halved[n].float()) for n, p in model.named_parameters().items())
+    seq = reference["sequences"][1]
+    with torch.no_grad():
+        error = (model.logits(torch.tensor([seq["ids"]]))[0] - torch.tensor(seq["logits"])).abs().max()
+    assert error < 0.5  # the weights themselves were rounded to 8-11 bits of mantissa

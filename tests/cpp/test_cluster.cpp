@@ -54,7 +54,7 @@ TEST_CASE("cluster: Lloyd's inertia never increases and the final value is the c
   }
 }
 
-TEST_CASE("cluster: the same seed gives the same centroids; another seed another start") {
+TEST_CASE("cluster: the same seed gives the same centroids and another seed another start") {
   torch::manual_seed(4);
   auto x = torch::rand({500, 4});
   auto a = KMeans(KMeansOptions(8).seed(7)).fit(x).centroids();

@@ -46,7 +46,7 @@ TEST_CASE("teacher: LlamaTokenizer reproduces sentencepiece's reference encoding
   CHECK_THROWS_AS(kclip::LlamaTokenizer(shared_dir() / "tokenizers/clip"), kclip::Error);
 }
 
-TEST_CASE("teacher: pooling follows the definitions and ignores padding; batching does not change results") {
+TEST_CASE("teacher: pooling follows the definitions and ignores padding, and batching does not change results") {
   if (!have_shared("models/stories260K/hf")) return;
   torch::NoGradGuard no_grad;
   for (std::string pooling : {"mean", "last", "first"}) {

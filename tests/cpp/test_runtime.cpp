@@ -53,7 +53,7 @@ TEST_CASE("runtime: the thread count follows KCLIP_NUM_THREADS, then OMP_NUM_THR
   }
 }
 
-TEST_CASE("runtime: init applies the default once; set_num_threads overrides it") {
+TEST_CASE("runtime: init applies the default once and set_num_threads overrides it") {
   kclip::init();
   const int chosen = at::get_num_threads();
   CHECK(chosen >= 1);

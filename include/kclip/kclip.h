@@ -1,5 +1,6 @@
 #pragma once
 // Umbrella header: everything kclip offers. Include the per-concept headers to compile less.
+#include <kclip/clip.h>
 #include <kclip/cluster.h>
 #include <kclip/cluster_metrics.h>
 #include <kclip/distributed.h>

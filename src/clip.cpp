@@ -1,0 +1,281 @@
+// CLIP: config, the residual attention blocks, both towers, and the OpenAI-layout loader.
+#include <kclip/clip.h>
+#include <kclip/error.h>
+#include <kclip/runtime.h>
+
+#include "checks.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <regex>
+#include <set>
+
+#ifndef KCLIP_CONFIG_SOURCE_DIR
+#define KCLIP_CONFIG_SOURCE_DIR ""
+#endif
+#ifndef KCLIP_CONFIG_INSTALL_DIR
+#define KCLIP_CONFIG_INSTALL_DIR ""
+#endif
+
+namespace kclip {
+
+// ---- config ----------------------------------------------------------------------------------------------
+
+CLIPConfig CLIPConfig::from_json(const std::filesystem::path& path) {
+  const std::string where = path.string();
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", where);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: not valid JSON: {}", where, e.what());
+  }
+  auto get = [&](const nlohmann::json& obj, const char* section, const char* key, int64_t& out, bool required) {
+    auto it = obj.find(key);
+    if (it == obj.end()) {
+      if (required) fail("{}: field '{}{}' is missing", where, section, key);
+      return;
+    }
+    if (!it->is_number_integer() || it->get<int64_t>() < 1)
+      fail("{}: field '{}{}' is {}: expected a positive integer", where, section, key, it->dump());
+    out = it->get<int64_t>();
+  };
+  if (!j.is_object() || !j.contains("vision_cfg") || !j.contains("text_cfg"))
+    fail("{}: expected an open_clip model config with 'embed_dim', 'vision_cfg' and 'text_cfg'", where);
+  CLIPConfig c;
+  get(j, "", "embed_dim", c.embed_dim, true);
+  const auto& v = j["vision_cfg"];
+  const auto& t = j["text_cfg"];
+  get(v, "vision_cfg.", "image_size", c.image_size, true);
+  get(v, "vision_cfg.", "patch_size", c.patch_size, true);
+  get(v, "vision_cfg.", "width", c.vision_width, true);
+  get(v, "vision_cfg.", "layers", c.vision_layers, true);
+  int64_t head_width = 64;  // open_clip's default: vision heads = width / head_width
+  get(v, "vision_cfg.", "head_width", head_width, false);
+  c.vision_heads = c.vision_width / head_width;
+  get(t, "text_cfg.", "context_length", c.context_length, true);
+  get(t, "text_cfg.", "vocab_size", c.vocab_size, true);
+  get(t, "text_cfg.", "width", c.text_width, true);
+  get(t, "text_cfg.", "layers", c.text_layers, true);
+  get(t, "text_cfg.", "heads", c.text_heads, true);
+  c.activation = j.value("quick_gelu", false) ? "quick_gelu" : "gelu";
+  c.validate(where);
+  return c;
+}
+
+CLIPConfig CLIPConfig::named(const std::string& name) {
+  std::vector<std::filesystem::path> dirs;
+  if (const char* env = std::getenv("KCLIP_CONFIG_DIR"); env && *env) dirs.emplace_back(env);
+  for (const char* dir : {KCLIP_CONFIG_SOURCE_DIR, KCLIP_CONFIG_INSTALL_DIR})  // source tree, then install prefix
+    if (*dir) dirs.emplace_back(dir);
+  for (const auto& dir : dirs)
+    if (std::filesystem::is_regular_file(dir / (name + ".json"))) return from_json(dir / (name + ".json"));
+  fail_value("no CLIP config named '{}' (looked for {}.json in KCLIP_CONFIG_DIR and kclip's configs/)", name, name);
+}
+
+CLIPConfig CLIPConfig::infer_openai(const TensorDict& s) {
+  auto shape = [&](const char* name) {
+    if (!s.contains(name)) fail("OpenAI CLIP state dict: tensor '{}' is missing", name);
+    return s[name].sizes().vec();
+  };
+  CLIPConfig c;
+  const auto conv = shape("visual.conv1.weight");
+  c.vision_width = conv[0];
+  c.patch_size = conv.back();
+  const int64_t grid = std::llround(std::sqrt(static_cast<double>(shape("visual.positional_embedding")[0] - 1)));
+  c.image_size = grid * c.patch_size;
+  c.embed_dim = shape("text_projection")[1];
+  c.context_length = shape("positional_embedding")[0];
+  c.vocab_size = shape("token_embedding.weight")[0];
+  c.text_width = shape("ln_final.weight")[0];
+  std::set<int64_t> vision_blocks, text_blocks;
+  const std::regex block(R"(^(visual\.)?transformer\.resblocks\.(\d+)\.)");
+  for (const auto& item : s) {
+    std::smatch m;
+    if (std::regex_search(item.key(), m, block)) (m[1].matched ? vision_blocks : text_blocks).insert(std::stoll(m[2]));
+  }
+  c.vision_layers = static_cast<int64_t>(vision_blocks.size());
+  c.text_layers = static_cast<int64_t>(text_blocks.size());
+  c.vision_heads = c.vision_width / 64;  // OpenAI's build_model: heads = width / 64
+  c.text_heads = c.text_width / 64;
+  c.activation = "quick_gelu";
+  c.validate("OpenAI CLIP state dict");
+  return c;
+}
+
+void CLIPConfig::validate(const std::string& where) const {
+  if (embed_dim < 1 || vision_layers < 1 || text_layers < 1 || vision_heads < 1 || text_heads < 1)
+    fail("{}: embed_dim, layers and heads must be positive", where);
+  if (image_size % patch_size != 0) fail("{}: image_size {} is not a multiple of patch_size {}", where, image_size, patch_size);
+  if (vision_width % vision_heads != 0 || text_width % text_heads != 0)
+    fail("{}: widths must split into heads (vision {}/{}, text {}/{})", where, vision_width, vision_heads, text_width,
+         text_heads);
+  if (activation != "quick_gelu" && activation != "gelu") fail("{}: activation '{}': expected quick_gelu or gelu", where, activation);
+}
+
+// ---- blocks ----------------------------------------------------------------------------------------------
+
+namespace {
+
+torch::nn::LayerNorm layer_norm(int64_t width) { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({width}).eps(1e-5)); }
+
+// OpenAI's LayerNorm subclass computes in float32 whatever the input dtype.
+at::Tensor norm32(torch::nn::LayerNorm& ln, const at::Tensor& x) {
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, ln->weight.to(at::kFloat), ln->bias.to(at::kFloat), 1e-5)
+      .to(x.scalar_type());
+}
+
+}  // namespace
+
+PackedAttentionImpl::PackedAttentionImpl(int64_t width, int64_t heads_) : heads(heads_) {
+  in_proj_weight = register_parameter("in_proj_weight", at::empty({3 * width, width}));
+  in_proj_bias = register_parameter("in_proj_bias", at::zeros({3 * width}));
+  out_proj = register_module("out_proj", torch::nn::Linear(width, width));
+  torch::nn::init::xavier_uniform_(in_proj_weight);
+}
+
+at::Tensor PackedAttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
+  const int64_t b = x.size(0), t = x.size(1), w = x.size(2), d = w / heads;
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias).view({b, t, 3, heads, d}).permute({2, 0, 3, 1, 4});
+  at::Tensor scores = qkv[0].matmul(qkv[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+  if (mask.defined()) scores = scores + mask;
+  at::Tensor out = at::softmax(scores, -1).matmul(qkv[2]);
+  return out_proj->forward(out.transpose(1, 2).reshape({b, t, w}));
+}
+
+ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads, const std::string& activation)
+    : quick_gelu(activation == "quick_gelu") {
+  attn = register_module("attn", PackedAttention(width, heads));
+  ln_1 = register_module("ln_1", layer_norm(width));
+  ln_2 = register_module("ln_2", layer_norm(width));
+  auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());  // OpenAI's names: mlp.c_fc, mlp.c_proj
+  c_fc = mlp->register_module("c_fc", torch::nn::Linear(width, 4 * width));
+  c_proj = mlp->register_module("c_proj", torch::nn::Linear(4 * width, width));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
+  at::Tensor h = x + attn->forward(norm32(ln_1, x), mask);
+  at::Tensor u = c_fc->forward(norm32(ln_2, h));
+  u = quick_gelu ? u * at::sigmoid(1.702 * u) : at::gelu(u);
+  return h + c_proj->forward(u);
+}
+
+CLIPTransformerImpl::CLIPTransformerImpl(int64_t width, int64_t layers, int64_t heads, const std::string& activation) {
+  resblocks = register_module("resblocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < layers; ++i) resblocks->push_back(ResidualAttentionBlock(width, heads, activation));
+}
+
+at::Tensor CLIPTransformerImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
+  at::Tensor h = x;
+  for (std::size_t i = 0; i < resblocks->size(); ++i) h = resblocks->ptr<ResidualAttentionBlockImpl>(i)->forward(h, mask);
+  return h;
+}
+
+// ---- towers ----------------------------------------------------------------------------------------------
+
+VisionTransformerImpl::VisionTransformerImpl(const CLIPConfig& c) {
+  const int64_t w = c.vision_width, grid = c.image_size / c.patch_size;
+  conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, w, c.patch_size).stride(c.patch_size).bias(false)));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(w));
+  class_embedding = register_parameter("class_embedding", at::randn({w}) * scale);
+  positional_embedding = register_parameter("positional_embedding", at::randn({grid * grid + 1, w}) * scale);
+  ln_pre = register_module("ln_pre", layer_norm(w));
+  transformer = register_module("transformer", CLIPTransformer(w, c.vision_layers, c.vision_heads, c.activation));
+  ln_post = register_module("ln_post", layer_norm(w));
+  proj = register_parameter("proj", at::randn({w, c.embed_dim}) * scale);
+}
+
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& pixels) {
+  at::Tensor x = conv1->forward(pixels.to(conv1->weight.scalar_type()));  // [B, w, g, g]
+  x = x.flatten(2).transpose(1, 2);                                        // [B, g², w]
+  at::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
+  x = at::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());
+  x = transformer->forward(norm32(ln_pre, x));
+  return norm32(ln_post, x.select(1, 0)).matmul(proj);
+}
+
+CLIPImpl::CLIPImpl(CLIPConfig config) : config_(std::move(config)) {
+  const auto& c = config_;
+  c.validate("CLIPConfig");
+  visual = register_module("visual", VisionTransformer(c));
+  token_embedding = register_module("token_embedding", torch::nn::Embedding(c.vocab_size, c.text_width));
+  positional_embedding = register_parameter("positional_embedding", at::randn({c.context_length, c.text_width}) * 0.01);
+  transformer = register_module("transformer", CLIPTransformer(c.text_width, c.text_layers, c.text_heads, c.activation));
+  ln_final = register_module("ln_final", layer_norm(c.text_width));
+  text_projection = register_parameter("text_projection", at::randn({c.text_width, c.embed_dim}) / std::sqrt(double(c.text_width)));
+  logit_scale = register_parameter("logit_scale", at::full({}, std::log(1 / 0.07)));
+  causal_mask_ = at::full({c.context_length, c.context_length}, -std::numeric_limits<float>::infinity()).triu(1);
+}
+
+at::Tensor CLIPImpl::encode_image(const at::Tensor& pixels) {
+  init();
+  const int64_t s = config_.image_size;
+  if (!pixels.defined() || pixels.dim() != 4 || pixels.size(1) != 3 || pixels.size(2) != s || pixels.size(3) != s)
+    fail_value("CLIP.encode_image: pixels have shape {}: expected [batch, 3, {}, {}]",
+               pixels.defined() ? detail::shape_of(pixels) : "undefined", s, s);
+  return visual->forward(pixels);
+}
+
+at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
+  init();
+  if (!ids.defined() || ids.dim() != 2 || ids.scalar_type() != at::kLong || ids.size(1) > config_.context_length)
+    fail_value("CLIP.encode_text: ids have shape {}: expected int64 [batch, <= {}]",
+               ids.defined() ? detail::shape_of(ids) : "undefined", config_.context_length);
+  if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= config_.vocab_size))
+    fail_value("CLIP.encode_text: token ids must lie in [0, {})", config_.vocab_size);
+  const int64_t t = ids.size(1);
+  at::Tensor x = token_embedding->forward(ids) + positional_embedding.narrow(0, 0, t);
+  x = transformer->forward(x, causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()));
+  x = norm32(ln_final, x);
+  // The text feature is taken at the end-of-text token, the highest id in each row (as OpenAI does).
+  at::Tensor eot = ids.argmax(1);
+  return x.index({at::arange(x.size(0), eot.options()), eot}).matmul(text_projection);
+}
+
+std::pair<at::Tensor, at::Tensor> CLIPImpl::forward(const at::Tensor& pixels, const at::Tensor& ids) {
+  at::Tensor image = encode_image(pixels), text = encode_text(ids);
+  image = image / image.norm(2, {1}, true);
+  text = text / text.norm(2, {1}, true);
+  at::Tensor per_image = logit_scale.exp() * image.matmul(text.t());
+  return {per_image, per_image.t()};
+}
+
+// ---- loading ---------------------------------------------------------------------------------------------
+
+void CLIPImpl::load_weights(const TensorDict& state, const std::string& source) {
+  std::vector<std::string> missing, unexpected, misshaped;
+  auto params = named_parameters();
+  for (const auto& p : params)
+    if (!state.contains(p.key())) missing.push_back(p.key());
+  for (const auto& item : state) {
+    const at::Tensor* param = params.find(item.key());
+    if (param == nullptr) {
+      // OpenAI checkpoints may carry these non-parameters; build_model drops them too.
+      if (item.key() != "input_resolution" && item.key() != "context_length" && item.key() != "vocab_size")
+        unexpected.push_back(item.key());
+    } else if (param->sizes() != item.value().sizes() &&
+               !(param->numel() == 1 && item.value().numel() == 1)) {  // logit_scale: [] or [1] alike
+      misshaped.push_back(fmt::format("{} {} (expected {})", item.key(), detail::shape_of(item.value()), detail::shape_of(*param)));
+    }
+  }
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty())
+    fail("{}: checkpoint does not fit the CLIP config: missing [{}]; unexpected [{}]; misshaped [{}]", source,
+         fmt::join(missing, ", "), fmt::join(unexpected, ", "), fmt::join(misshaped, ", "));
+  at::NoGradGuard no_grad;
+  for (auto& p : params) p.value().copy_(state[p.key()].reshape(p.value().sizes()));
+}
+
+std::shared_ptr<CLIPImpl> CLIPImpl::load(const std::filesystem::path& path, const CLIPConfig* config) {
+  TensorDict state = load_safetensors(path);
+  auto model = std::make_shared<CLIPImpl>(config ? *config : CLIPConfig::infer_openai(state));
+  model->load_weights(state, path.string());
+  return model;
+}
+
+}  // namespace kclip

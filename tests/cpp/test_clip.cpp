@@ -1,0 +1,62 @@
+// CLIP against OpenAI's reference clip/model.py (../shared/golden/clip-tiny): features and logits.
+#include "testing.h"
+
+#include <kclip/clip.h>
+#include <kclip/error.h>
+
+#include <torch/torch.h>
+
+using kclip::testing::have_shared;
+using kclip::testing::shared_dir;
+
+namespace {
+
+double max_error(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+}  // namespace
+
+TEST_CASE("clip: image and text features and logits equal OpenAI's reference outputs") {
+  if (!have_shared("golden/clip-tiny/model.safetensors")) return;
+  torch::NoGradGuard no_grad;
+  kclip::CLIP model(kclip::CLIPImpl::load(shared_dir() / "golden/clip-tiny/model.safetensors"));
+  const auto& c = model->config();
+  CHECK(c.embed_dim == 64);
+  CHECK(c.image_size == 64);
+  CHECK(c.patch_size == 16);
+  CHECK(c.vision_width == 128);
+  CHECK(c.vision_layers == 2);
+  CHECK(c.vision_heads == 2);
+  CHECK(c.text_layers == 2);
+  CHECK(c.context_length == 77);
+  auto expected = kclip::load_safetensors(shared_dir() / "golden/clip-tiny/expected.safetensors");
+  CHECK(max_error(model->encode_image(expected["pixel_values"]), expected["image_features"]) < 1e-4);
+  CHECK(max_error(model->encode_text(expected["input_ids"]), expected["text_features"]) < 1e-4);
+  auto [per_image, per_text] = model->forward(expected["pixel_values"], expected["input_ids"]);
+  CHECK(max_error(per_image, expected["logits_per_image"]) < 1e-3);
+  CHECK(max_error(per_text, expected["logits_per_text"]) < 1e-3);
+  // The shipped "tiny" config is this model's shape.
+  auto named = kclip::CLIPConfig::named("tiny");
+  CHECK(named.vision_width == c.vision_width);
+  CHECK(named.text_heads == c.text_heads);
+}
+
+TEST_CASE("clip: shipped configs build, and bad input is a clear error") {
+  for (const char* name : {"ViT-B-32", "ViT-B-16", "ViT-L-14", "tiny", "bench-s"}) {
+    INFO(name);
+    CHECK_NOTHROW(kclip::CLIPConfig::named(name));
+  }
+  auto bench = kclip::CLIPConfig::named("bench-s");
+  CHECK(bench.vision_heads == 4);
+  CHECK(bench.context_length == 32);
+  kclip::CLIP model(bench);
+  torch::NoGradGuard no_grad;
+  CHECK(model->encode_image(torch::randn({2, 3, 64, 64})).sizes() == torch::IntArrayRef{2, 256});
+  CHECK(model->encode_text(torch::randint(0, 49408, {2, 32}, torch::kLong)).sizes() == torch::IntArrayRef{2, 256});
+  CHECK_THROWS_WITH_AS(model->encode_image(torch::randn({2, 3, 32, 32})), doctest::Contains("expected [batch, 3, 64, 64]"),
+                       kclip::ValueError);
+  CHECK_THROWS_AS(kclip::CLIPConfig::named("ViT-Z-99"), kclip::ValueError);
+  kclip::TensorDict partial;
+  for (const auto& p : model->named_parameters())
+    if (p.key() != "logit_scale") partial.insert(p.key(), p.value());
+  CHECK_THROWS_WITH_AS(model->load_weights(partial, "ckpt"), doctest::Contains("missing [logit_scale]"), kclip::Error);
+}

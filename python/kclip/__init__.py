@@ -7,6 +7,8 @@ OMP_NUM_THREADS says otherwise) and warns if LibTorch is not using OpenBLAS.
 import torch  # noqa: F401  (loads libtorch and its pybind11 type casters before the extension)
 
 from ._C import (  # noqa: F401
+    CLIP,
+    CLIPConfig,
     ConceptLoss,
     ContrastiveLoss,
     EmbeddingCache,
@@ -41,6 +43,8 @@ from ._C import (  # noqa: F401
 init()
 
 __all__ = [
+    "CLIP",
+    "CLIPConfig",
     "ConceptLoss",
     "ContrastiveLoss",
     "EmbeddingCache",

@@ -1,0 +1,48 @@
+// kclip._C CLIP: the config and the model (encode_image, encode_text, forward, load).
+#include <kclip/clip.h>
+
+#include "module_bindings.h"
+
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+namespace py = pybind11;
+
+void bind_clip(py::module_& m) {
+  using namespace kclip;
+  using py::arg;
+  auto no_gil = py::call_guard<py::gil_scoped_release>();
+
+  py::class_<CLIPConfig>(m, "CLIPConfig")
+      .def(py::init<>())
+      .def_static("from_json", &CLIPConfig::from_json, arg("path"))
+      .def_static("named", &CLIPConfig::named, arg("name"))
+      .def_readwrite("embed_dim", &CLIPConfig::embed_dim)
+      .def_readwrite("image_size", &CLIPConfig::image_size)
+      .def_readwrite("patch_size", &CLIPConfig::patch_size)
+      .def_readwrite("vision_width", &CLIPConfig::vision_width)
+      .def_readwrite("vision_layers", &CLIPConfig::vision_layers)
+      .def_readwrite("vision_heads", &CLIPConfig::vision_heads)
+      .def_readwrite("context_length", &CLIPConfig::context_length)
+      .def_readwrite("vocab_size", &CLIPConfig::vocab_size)
+      .def_readwrite("text_width", &CLIPConfig::text_width)
+      .def_readwrite("text_layers", &CLIPConfig::text_layers)
+      .def_readwrite("text_heads", &CLIPConfig::text_heads)
+      .def_readwrite("activation", &CLIPConfig::activation);
+
+  py::class_<CLIPImpl, std::shared_ptr<CLIPImpl>> clip(m, "CLIP");
+  clip.def(py::init<CLIPConfig>(), arg("config"))
+      .def_static(
+          "load",
+          [](const std::filesystem::path& path, const std::optional<CLIPConfig>& config) {
+            return CLIPImpl::load(path, config ? &*config : nullptr);
+          },
+          arg("path"), arg("config") = py::none(), no_gil)
+      .def("encode_image", &CLIPImpl::encode_image, arg("pixels"), no_gil)
+      .def("encode_text", &CLIPImpl::encode_text, arg("ids"), no_gil)
+      .def("__call__", &CLIPImpl::forward, arg("pixels"), arg("ids"), no_gil)
+      .def("forward", &CLIPImpl::forward, arg("pixels"), arg("ids"), no_gil)
+      .def_property_readonly("config", &CLIPImpl::config)
+      .def_property_readonly("logit_scale", [](const CLIPImpl& c) { return c.logit_scale; });
+  kclip::python::bind_module_common(clip);
+}

@@ -4,6 +4,7 @@
 #include <kclip/runtime.h>
 
 #include "checks.h"
+#include "model_files.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -28,14 +29,7 @@ namespace kclip {
 
 CLIPConfig CLIPConfig::from_json(const std::filesystem::path& path) {
   const std::string where = path.string();
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", where);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON: {}", where, e.what());
-  }
+  const nlohmann::json j = detail::read_json_file(path);
   auto get = [&](const nlohmann::json& obj, const char* section, const char* key, int64_t& out, bool required) {
     auto it = obj.find(key);
     if (it == obj.end()) {
@@ -249,26 +243,14 @@ std::pair<at::Tensor, at::Tensor> CLIPImpl::forward(const at::Tensor& pixels, co
 // ---- loading ---------------------------------------------------------------------------------------------
 
 void CLIPImpl::load_weights(const TensorDict& state, const std::string& source) {
-  std::vector<std::string> missing, unexpected, misshaped;
-  auto params = named_parameters();
-  for (const auto& p : params)
-    if (!state.contains(p.key())) missing.push_back(p.key());
-  for (const auto& item : state) {
-    const at::Tensor* param = params.find(item.key());
-    if (param == nullptr) {
+  detail::load_parameters(
+      named_parameters(), state, source, "CLIP",
       // OpenAI checkpoints may carry these non-parameters; build_model drops them too.
-      if (item.key() != "input_resolution" && item.key() != "context_length" && item.key() != "vocab_size")
-        unexpected.push_back(item.key());
-    } else if (param->sizes() != item.value().sizes() &&
-               !(param->numel() == 1 && item.value().numel() == 1)) {  // logit_scale: [] or [1] alike
-      misshaped.push_back(fmt::format("{} {} (expected {})", item.key(), detail::shape_of(item.value()), detail::shape_of(*param)));
-    }
-  }
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty())
-    fail("{}: checkpoint does not fit the CLIP config: missing [{}]; unexpected [{}]; misshaped [{}]", source,
-         fmt::join(missing, ", "), fmt::join(unexpected, ", "), fmt::join(misshaped, ", "));
-  at::NoGradGuard no_grad;
-  for (auto& p : params) p.value().copy_(state[p.key()].reshape(p.value().sizes()));
+      [](const std::string& name) { return name == "input_resolution" || name == "context_length" || name == "vocab_size"; },
+      // logit_scale is stored as [] or [1].
+      [](const at::Tensor& param, const at::Tensor& value) {
+        return param.sizes() == value.sizes() || (param.numel() == 1 && value.numel() == 1);
+      });
 }
 
 std::shared_ptr<CLIPImpl> CLIPImpl::load(const std::filesystem::path& path, const CLIPConfig* config) {

@@ -4,6 +4,7 @@
 #include <kclip/runtime.h>
 
 #include "checks.h"
+#include "model_files.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -19,14 +20,7 @@ namespace kclip {
 
 LlamaConfig LlamaConfig::from_json(const std::filesystem::path& path) {
   const std::string where = path.string();
-  std::ifstream in(path);
-  if (!in) fail("{}: cannot open", where);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: not valid JSON: {}", where, e.what());
-  }
+  const nlohmann::json j = detail::read_json_file(path);
   if (!j.is_object()) fail("{}: expected a JSON object", where);
   LlamaConfig c;
   auto integer = [&](const char* key, int64_t& out, bool required) {

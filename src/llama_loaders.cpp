@@ -3,6 +3,7 @@
 #include <kclip/llama.h>
 
 #include "checks.h"
+#include "model_files.h"
 
 #include <ATen/ATen.h>
 
@@ -14,27 +15,12 @@
 namespace kclip {
 
 void LlamaImpl::load_weights(const TensorDict& weights, const std::string& source) {
-  std::vector<std::string> missing, unexpected, misshaped;
-  auto params = named_parameters();
-  for (const auto& p : params)
-    if (!weights.contains(p.key())) missing.push_back(p.key());
-  for (const auto& w : weights) {
-    const at::Tensor* param = params.find(w.key());
-    if (param == nullptr) {
+  const bool tied = config_.tie_word_embeddings;
+  detail::load_parameters(
+      named_parameters(), weights, source, "Llama",
       // A tied head stored anyway (common in Hugging Face checkpoints) is the embedding: nothing to load.
-      if (!(config_.tie_word_embeddings && w.key() == "lm_head.weight")) unexpected.push_back(w.key());
-    } else if (param->sizes() != w.value().sizes()) {
-      misshaped.push_back(fmt::format("{} {} (expected {})", w.key(), detail::shape_of(w.value()), detail::shape_of(*param)));
-    } else if (!at::isFloatingType(w.value().scalar_type())) {
-      misshaped.push_back(fmt::format("{} has dtype {} (expected floating point)", w.key(),
-                                      c10::toString(w.value().scalar_type())));
-    }
-  }
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty())
-    fail("{}: checkpoint does not fit the Llama config: missing [{}]; unexpected [{}]; misshaped [{}]", source,
-         fmt::join(missing, ", "), fmt::join(unexpected, ", "), fmt::join(misshaped, ", "));
-  at::NoGradGuard no_grad;
-  for (auto& p : params) p.value().copy_(weights[p.key()]);
+      [tied](const std::string& name) { return tied && name == "lm_head.weight"; },
+      [](const at::Tensor& param, const at::Tensor& value) { return param.sizes() == value.sizes(); });
 }
 
 std::shared_ptr<LlamaImpl> LlamaImpl::load_hf(const std::filesystem::path& directory) {

@@ -1,0 +1,59 @@
+#pragma once
+// Helpers shared by the model loaders (private header): reading a JSON config and copying a checkpoint's tensors
+// into a module's parameters after checking that every name and shape fits.
+#include <kclip/error.h>
+#include <kclip/safetensors.h>
+
+#include "checks.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/ordered_dict.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kclip::detail {
+
+inline nlohmann::json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", path.string());
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("{}: not valid JSON: {}", path.string(), e.what());
+  }
+}
+
+// Copies state[name] into each parameter. Missing, unexpected (unless `ignorable`) and misshaped (unless
+// `fits`) tensors are collected into one kclip::Error naming `source` and `model`.
+inline void load_parameters(torch::OrderedDict<std::string, at::Tensor> params, const TensorDict& state,
+                            const std::string& source, const char* model,
+                            const std::function<bool(const std::string&)>& ignorable,
+                            const std::function<bool(const at::Tensor&, const at::Tensor&)>& fits) {
+  std::vector<std::string> missing, unexpected, misshaped;
+  for (const auto& p : params)
+    if (!state.contains(p.key())) missing.push_back(p.key());
+  for (const auto& item : state) {
+    const at::Tensor* param = params.find(item.key());
+    if (param == nullptr) {
+      if (!ignorable(item.key())) unexpected.push_back(item.key());
+    } else if (!at::isFloatingType(item.value().scalar_type())) {
+      misshaped.push_back(fmt::format("{} has dtype {} (expected floating point)", item.key(),
+                                      c10::toString(item.value().scalar_type())));
+    } else if (!fits(*param, item.value())) {
+      misshaped.push_back(fmt::format("{} {} (expected {})", item.key(), shape_of(item.value()), shape_of(*param)));
+    }
+  }
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty())
+    fail("{}: checkpoint does not fit the {} config: missing [{}]; unexpected [{}]; misshaped [{}]", source, model,
+         fmt::join(missing, ", "), fmt::join(unexpected, ", "), fmt::join(misshaped, ", "));
+  at::NoGradGuard no_grad;
+  for (auto& p : params) p.value().copy_(state[p.key()].reshape(p.value().sizes()));
+}
+
+}  // namespace kclip::detail

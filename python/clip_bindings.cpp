@@ -38,6 +38,7 @@ void bind_clip(py::module_& m) {
             return CLIPImpl::load(path, config ? &*config : nullptr);
           },
           arg("path"), arg("config") = py::none(), no_gil)
+      .def("save", &CLIPImpl::save, arg("path"), arg("layout") = "openai", no_gil)
       .def("encode_image", &CLIPImpl::encode_image, arg("pixels"), no_gil)
       .def("encode_text", &CLIPImpl::encode_text, arg("ids"), no_gil)
       .def("__call__", &CLIPImpl::forward, arg("pixels"), arg("ids"), no_gil)

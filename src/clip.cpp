@@ -254,6 +254,13 @@ void CLIPImpl::load_weights(const TensorDict& state, const std::string& source) 
 }
 
 std::shared_ptr<CLIPImpl> CLIPImpl::load(const std::filesystem::path& path, const CLIPConfig* config) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {  // Hugging Face CLIPModel
+    const CLIPConfig c = config ? *config : CLIPConfig::from_hf_json(path / "config.json");
+    auto model = std::make_shared<CLIPImpl>(c);
+    model->load_weights(clip_hf_to_openai(load_safetensors(path), c), path.string());
+    return model;
+  }
   TensorDict state = load_safetensors(path);
   auto model = std::make_shared<CLIPImpl>(config ? *config : CLIPConfig::infer_openai(state));
   model->load_weights(state, path.string());

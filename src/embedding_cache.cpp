@@ -3,6 +3,8 @@
 #include <kclip/error.h>
 #include <kclip/safetensors.h>
 
+#include "model_files.h"
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -61,24 +63,6 @@ std::string read_file(const fs::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-// Writes text through a temporary file and a rename: readers see the old file or the new one.
-void write_atomically(const fs::path& path, const std::string& text) {
-  std::random_device rd;
-  const fs::path temp = path.parent_path() / fmt::format(".{}.tmp-{}-{:08x}", path.filename().string(), ::getpid(), rd());
-  {
-    std::ofstream out(temp, std::ios::binary);
-    out << text;
-    out.flush();
-    if (!out) fail("{}: cannot write", temp.string());
-  }
-  std::error_code ec;
-  fs::rename(temp, path, ec);
-  if (ec) {
-    fs::remove(temp);
-    fail("{}: cannot replace: {}", path.string(), ec.message());
-  }
 }
 
 std::string shard_name(int64_t index) { return fmt::format("shard-{:05d}.safetensors", index); }
@@ -237,7 +221,7 @@ EmbeddingCache EmbeddingCache::build(const fs::path& directory, Teacher& teacher
                   {"dtype", options.dtype()},          {"shard_size", shard_size},  {"count", 0},
                   {"shards", done},                    {"complete", complete}};
     index["count"] = std::min<int64_t>(total, static_cast<int64_t>(done.size()) * shard_size);
-    write_atomically(index_path, index.dump(2) + "\n");
+    detail::write_text_atomically(index_path, index.dump(2) + "\n");
   };
 
   const auto start = std::chrono::steady_clock::now();

@@ -14,10 +14,28 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <unistd.h>
 #include <string>
 #include <vector>
 
 namespace kclip::detail {
+
+// Writes text through a temporary file and a rename: readers see the old file or the new one, never half.
+inline void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
+  const std::filesystem::path temp = path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  {
+    std::ofstream out(temp, std::ios::binary);
+    out << text;
+    out.flush();
+    if (!out) fail("{}: cannot write", temp.string());
+  }
+  std::error_code ec;
+  std::filesystem::rename(temp, path, ec);
+  if (ec) {
+    std::filesystem::remove(temp, ec);
+    fail("{}: cannot replace: {}", path.string(), ec.message());
+  }
+}
 
 inline nlohmann::json read_json_file(const std::filesystem::path& path) {
   std::ifstream in(path);

@@ -33,7 +33,14 @@ struct CLIPConfig {
   // As OpenAI's build_model: shapes of an OpenAI-layout state dict give the config (heads = width / 64).
   static CLIPConfig infer_openai(const TensorDict& state);
   void validate(const std::string& where) const;
+  // Hugging Face CLIPConfig (config.json of a CLIPModel directory), both ways.
+  static CLIPConfig from_hf_json(const std::filesystem::path& path);
+  std::string to_hf_json() const;
 };
+
+// OpenAI <-> Hugging Face CLIPModel state dicts (names, packed vs separate q/k/v, transposed projections).
+TensorDict clip_openai_to_hf(const TensorDict& openai, const CLIPConfig& config);
+TensorDict clip_hf_to_openai(const TensorDict& hf, const CLIPConfig& config);
 
 // nn.MultiheadAttention's packed parameters (in_proj_weight [3w, w], in_proj_bias, out_proj), self-attention only.
 class PackedAttentionImpl : public torch::nn::Module {
@@ -85,9 +92,13 @@ class CLIPImpl : public torch::nn::Module {
   // (logits_per_image, logits_per_text) = exp(logit_scale) · normalised image · normalised textᵀ (and transpose).
   std::pair<at::Tensor, at::Tensor> forward(const at::Tensor& pixels, const at::Tensor& ids);
 
-  // An OpenAI-layout safetensors file; the config is inferred from shapes unless given. Missing, unexpected or
-  // misshaped tensors are one kclip::Error listing them.
+  // An OpenAI-layout safetensors file (config inferred from shapes unless given), or a Hugging Face CLIPModel
+  // directory (config.json + model.safetensors: separate q/k/v, transposed projections; F32/F16/BF16).
+  // Missing, unexpected or misshaped tensors are one kclip::Error listing them.
   static std::shared_ptr<CLIPImpl> load(const std::filesystem::path& path, const CLIPConfig* config = nullptr);
+  // layout "openai": one safetensors file at `path`; "hf": a directory `path` with config.json + model.safetensors
+  // that Hugging Face's CLIPModel loads.
+  void save(const std::filesystem::path& path, const std::string& layout = "openai");
   void load_weights(const TensorDict& state, const std::string& source);
 
   const CLIPConfig& config() const { return config_; }

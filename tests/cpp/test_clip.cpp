@@ -60,3 +60,31 @@ TEST_CASE("clip: shipped configs build, and bad input is a clear error") {
     if (p.key() != "logit_scale") partial.insert(p.key(), p.value());
   CHECK_THROWS_WITH_AS(model->load_weights(partial, "ckpt"), doctest::Contains("missing [logit_scale]"), kclip::Error);
 }
+
+TEST_CASE("clip: OpenAI -> Hugging Face -> OpenAI round trips give identical outputs") {
+  if (!have_shared("golden/clip-tiny/model.safetensors")) return;
+  torch::NoGradGuard no_grad;
+  kclip::testing::TempDir dir;
+  kclip::CLIP openai(kclip::CLIPImpl::load(shared_dir() / "golden/clip-tiny/model.safetensors"));
+  openai->save(dir / "hf", "hf");
+  auto hf_state = kclip::load_safetensors(dir / "hf");
+  CHECK(hf_state.contains("vision_model.encoder.layers.1.self_attn.k_proj.weight"));
+  CHECK(hf_state["visual_projection.weight"].sizes() == torch::IntArrayRef{64, 128});  // transposed
+  CHECK(hf_state["text_model.encoder.layers.0.self_attn.q_proj.bias"].sizes() == torch::IntArrayRef{128});
+  kclip::CLIP from_hf(kclip::CLIPImpl::load(dir / "hf"));  // a directory: Hugging Face layout
+  CHECK(from_hf->config().vision_heads == 2);
+  from_hf->save(dir / "back.safetensors", "openai");
+  kclip::CLIP back(kclip::CLIPImpl::load(dir / "back.safetensors"));
+  auto expected = kclip::load_safetensors(shared_dir() / "golden/clip-tiny/expected.safetensors");
+  for (auto* model : {&from_hf, &back}) {
+    CHECK(torch::equal((*model)->encode_image(expected["pixel_values"]), openai->encode_image(expected["pixel_values"])));
+    CHECK(torch::equal((*model)->encode_text(expected["input_ids"]), openai->encode_text(expected["input_ids"])));
+  }
+  CHECK((back->encode_text(expected["input_ids"]) - expected["text_features"]).abs().max().item<double>() < 1e-4);
+  auto bad = hf_state;
+  bad.erase("text_model.final_layer_norm.bias");
+  kclip::save_safetensors(dir / "hf" / "model.safetensors", bad);
+  CHECK_THROWS_WITH_AS(kclip::CLIPImpl::load(dir / "hf"), doctest::Contains("text_model.final_layer_norm.bias"),
+                       kclip::Error);
+  CHECK_THROWS_AS(openai->save(dir / "x", "onnx"), kclip::ValueError);
+}

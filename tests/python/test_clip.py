@@ -31,3 +31,15 @@ def test_named_configs_and_training_from_python():
     assert not torch.equal(before, model.named_parameters()["visual.proj"])
     with pytest.raises(ValueError, match="no CLIP config named"):
         kclip.CLIPConfig.named("ViT-Z-99")
+
+
+def test_hugging_face_layout_round_trip(shared, tmp_path):
+    openai = kclip.CLIP.load(shared("golden/clip-tiny/model.safetensors"))
+    openai.save(tmp_path / "hf", layout="hf")
+    config = __import__("json").loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["vision_config"]["hidden_size"] == 128 and config["projection_dim"] == 64
+    hf = kclip.CLIP.load(tmp_path / "hf")
+    expected = kclip.load_safetensors(shared("golden/clip-tiny/expected.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(hf.encode_image(expected["pixel_values"]), openai.encode_image(expected["pixel_values"]))
+        assert torch.equal(hf.encode_text(expected["input_ids"]), openai.encode_text(expected["input_ids"]))

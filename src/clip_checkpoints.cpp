@@ -1,0 +1,163 @@
+// CLIP checkpoints in Hugging Face's CLIPModel layout: config.json and the state-dict mapping, both ways; save().
+#include <kclip/clip.h>
+#include <kclip/error.h>
+
+#include "model_files.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <set>
+
+namespace kclip {
+namespace {
+
+// Per-block renames shared by both towers: OpenAI suffix -> Hugging Face suffix.
+const std::vector<std::pair<std::string, std::string>> kBlockNames = {
+    {"attn.out_proj.weight", "self_attn.out_proj.weight"}, {"attn.out_proj.bias", "self_attn.out_proj.bias"},
+    {"ln_1.weight", "layer_norm1.weight"},                 {"ln_1.bias", "layer_norm1.bias"},
+    {"ln_2.weight", "layer_norm2.weight"},                 {"ln_2.bias", "layer_norm2.bias"},
+    {"mlp.c_fc.weight", "mlp.fc1.weight"},                 {"mlp.c_fc.bias", "mlp.fc1.bias"},
+    {"mlp.c_proj.weight", "mlp.fc2.weight"},               {"mlp.c_proj.bias", "mlp.fc2.bias"},
+};
+
+// Tower-level renames (OpenAI -> HF); projections are transposed separately.
+const std::vector<std::pair<std::string, std::string>> kTowerNames = {
+    {"visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight"},
+    {"visual.class_embedding", "vision_model.embeddings.class_embedding"},
+    {"visual.positional_embedding", "vision_model.embeddings.position_embedding.weight"},
+    {"visual.ln_pre.weight", "vision_model.pre_layrnorm.weight"},  // sic: Hugging Face's name
+    {"visual.ln_pre.bias", "vision_model.pre_layrnorm.bias"},
+    {"visual.ln_post.weight", "vision_model.post_layernorm.weight"},
+    {"visual.ln_post.bias", "vision_model.post_layernorm.bias"},
+    {"token_embedding.weight", "text_model.embeddings.token_embedding.weight"},
+    {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+    {"ln_final.weight", "text_model.final_layer_norm.weight"},
+    {"ln_final.bias", "text_model.final_layer_norm.bias"},
+    {"logit_scale", "logit_scale"},
+};
+
+struct Tower {
+  std::string openai, hf;
+  int64_t layers;
+};
+
+std::vector<Tower> towers(const CLIPConfig& c) {
+  return {{"visual.transformer.resblocks.", "vision_model.encoder.layers.", c.vision_layers},
+          {"transformer.resblocks.", "text_model.encoder.layers.", c.text_layers}};
+}
+
+const at::Tensor& need(const TensorDict& state, const std::string& name, const char* layout) {
+  if (!state.contains(name)) fail("{} CLIP state dict: tensor '{}' is missing", layout, name);
+  return state[name];
+}
+
+}  // namespace
+
+TensorDict clip_openai_to_hf(const TensorDict& s, const CLIPConfig& c) {
+  TensorDict out;
+  for (const auto& [from, to] : kTowerNames) out.insert(to, need(s, from, "OpenAI"));
+  out.insert("visual_projection.weight", need(s, "visual.proj", "OpenAI").t().contiguous());
+  out.insert("text_projection.weight", need(s, "text_projection", "OpenAI").t().contiguous());
+  for (const auto& tower : towers(c))
+    for (int64_t l = 0; l < tower.layers; ++l) {
+      const std::string o = tower.openai + std::to_string(l) + ".", h = tower.hf + std::to_string(l) + ".";
+      auto w = need(s, o + "attn.in_proj_weight", "OpenAI").chunk(3, 0);
+      auto b = need(s, o + "attn.in_proj_bias", "OpenAI").chunk(3, 0);
+      const char* names[] = {"q_proj", "k_proj", "v_proj"};
+      for (int i = 0; i < 3; ++i) {
+        out.insert(h + "self_attn." + names[i] + ".weight", w[i].contiguous());
+        out.insert(h + "self_attn." + names[i] + ".bias", b[i].contiguous());
+      }
+      for (const auto& [from, to] : kBlockNames) out.insert(h + to, need(s, o + from, "OpenAI"));
+    }
+  return out;
+}
+
+TensorDict clip_hf_to_openai(const TensorDict& s, const CLIPConfig& c) {
+  TensorDict out;
+  std::set<std::string> used;
+  auto take = [&](const std::string& name) -> const at::Tensor& {
+    used.insert(name);
+    return need(s, name, "Hugging Face");
+  };
+  for (const auto& [to, from] : kTowerNames) out.insert(to, take(from));
+  out.insert("visual.proj", take("visual_projection.weight").t().contiguous());
+  out.insert("text_projection", take("text_projection.weight").t().contiguous());
+  for (const auto& tower : towers(c))
+    for (int64_t l = 0; l < tower.layers; ++l) {
+      const std::string o = tower.openai + std::to_string(l) + ".", h = tower.hf + std::to_string(l) + ".";
+      out.insert(o + "attn.in_proj_weight", at::cat({take(h + "self_attn.q_proj.weight"), take(h + "self_attn.k_proj.weight"),
+                                                     take(h + "self_attn.v_proj.weight")}));
+      out.insert(o + "attn.in_proj_bias", at::cat({take(h + "self_attn.q_proj.bias"), take(h + "self_attn.k_proj.bias"),
+                                                   take(h + "self_attn.v_proj.bias")}));
+      for (const auto& [to, from] : kBlockNames) out.insert(o + to, take(h + from));
+    }
+  // Anything else is unexpected, except the position_ids buffers Hugging Face saves.
+  for (const auto& item : s)
+    if (!used.count(item.key()) && item.key().find("position_ids") == std::string::npos)
+      out.insert("unexpected:" + item.key(), item.value());  // reported by load_weights with the rest
+  return out;
+}
+
+CLIPConfig CLIPConfig::from_hf_json(const std::filesystem::path& path) {
+  const std::string where = path.string();
+  const nlohmann::json j = detail::read_json_file(path);
+  try {
+    const auto& v = j.at("vision_config");
+    const auto& t = j.at("text_config");
+    CLIPConfig c;
+    c.embed_dim = j.at("projection_dim").get<int64_t>();
+    c.vision_width = v.at("hidden_size").get<int64_t>();
+    c.vision_layers = v.at("num_hidden_layers").get<int64_t>();
+    c.vision_heads = v.at("num_attention_heads").get<int64_t>();
+    c.image_size = v.at("image_size").get<int64_t>();
+    c.patch_size = v.at("patch_size").get<int64_t>();
+    c.text_width = t.at("hidden_size").get<int64_t>();
+    c.text_layers = t.at("num_hidden_layers").get<int64_t>();
+    c.text_heads = t.at("num_attention_heads").get<int64_t>();
+    c.context_length = t.at("max_position_embeddings").get<int64_t>();
+    c.vocab_size = t.at("vocab_size").get<int64_t>();
+    c.activation = t.value("hidden_act", std::string("quick_gelu"));
+    c.validate(where);
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not a Hugging Face CLIPConfig: {}", where, e.what());
+  }
+}
+
+std::string CLIPConfig::to_hf_json() const {
+  nlohmann::ordered_json j = {
+      {"architectures", {"CLIPModel"}},
+      {"model_type", "clip"},
+      {"projection_dim", embed_dim},
+      {"logit_scale_init_value", 2.6592},
+      {"text_config",
+       {{"hidden_size", text_width}, {"intermediate_size", 4 * text_width}, {"num_attention_heads", text_heads},
+        {"num_hidden_layers", text_layers}, {"max_position_embeddings", context_length}, {"vocab_size", vocab_size},
+        {"hidden_act", activation}, {"layer_norm_eps", 1e-5}, {"projection_dim", embed_dim}}},
+      {"vision_config",
+       {{"hidden_size", vision_width}, {"intermediate_size", 4 * vision_width}, {"num_attention_heads", vision_heads},
+        {"num_hidden_layers", vision_layers}, {"image_size", image_size}, {"patch_size", patch_size},
+        {"hidden_act", activation}, {"layer_norm_eps", 1e-5}, {"projection_dim", embed_dim}}},
+      {"torch_dtype", "float32"},
+  };
+  return j.dump(2) + "\n";
+}
+
+void CLIPImpl::save(const std::filesystem::path& path, const std::string& layout) {
+  TensorDict openai;
+  for (const auto& p : named_parameters()) openai.insert(p.key(), p.value().detach());
+  if (layout == "openai") {
+    save_safetensors(path, openai, {{"format", "pt"}, {"layout", "openai-clip"}});
+  } else if (layout == "hf") {
+    std::filesystem::create_directories(path);
+    save_safetensors(path / "model.safetensors", clip_openai_to_hf(openai, config_), {{"format", "pt"}});
+    detail::write_text_atomically(path / "config.json", config_.to_hf_json());
+  } else {
+    fail_value("CLIP.save: layout '{}': expected 'openai' or 'hf'", layout);
+  }
+}
+
+}  // namespace kclip

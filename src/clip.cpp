@@ -258,7 +258,7 @@ std::shared_ptr<CLIPImpl> CLIPImpl::load(const std::filesystem::path& path, cons
   if (std::filesystem::is_directory(path, ec)) {  // Hugging Face CLIPModel
     const CLIPConfig c = config ? *config : CLIPConfig::from_hf_json(path / "config.json");
     auto model = std::make_shared<CLIPImpl>(c);
-    model->load_weights(clip_hf_to_openai(load_safetensors(path), c), path.string());
+    model->load_weights(clip_hf_to_openai(load_safetensors(path), c, path.string()), path.string());
     return model;
   }
   TensorDict state = load_safetensors(path);

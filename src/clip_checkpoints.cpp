@@ -75,29 +75,49 @@ TensorDict clip_openai_to_hf(const TensorDict& s, const CLIPConfig& c) {
   return out;
 }
 
-TensorDict clip_hf_to_openai(const TensorDict& s, const CLIPConfig& c) {
+namespace {
+
+// Every tensor name a Hugging Face CLIPModel of this config holds.
+std::set<std::string> hf_names(const CLIPConfig& c) {
+  std::set<std::string> names{"visual_projection.weight", "text_projection.weight"};
+  for (const auto& [openai, hf] : kTowerNames) names.insert(hf);
+  for (const auto& tower : towers(c))
+    for (int64_t l = 0; l < tower.layers; ++l) {
+      const std::string h = tower.hf + std::to_string(l) + ".";
+      for (const char* proj : {"q_proj", "k_proj", "v_proj"})
+        for (const char* kind : {".weight", ".bias"}) names.insert(h + "self_attn." + proj + kind);
+      for (const auto& [openai, hf] : kBlockNames) names.insert(h + hf);
+    }
+  return names;
+}
+
+}  // namespace
+
+TensorDict clip_hf_to_openai(const TensorDict& s, const CLIPConfig& c, const std::string& source) {
+  // Names first, all at once and in Hugging Face's own names; shapes are checked by load_weights afterwards.
+  const std::set<std::string> expected = hf_names(c);
+  std::vector<std::string> missing, unexpected;
+  for (const auto& name : expected)
+    if (!s.contains(name)) missing.push_back(name);
+  for (const auto& item : s)  // Hugging Face also saves position_ids buffers: not parameters
+    if (!expected.count(item.key()) && item.key().find("position_ids") == std::string::npos)
+      unexpected.push_back(item.key());
+  if (!missing.empty() || !unexpected.empty())
+    fail("{}: checkpoint does not fit the CLIP config: missing [{}]; unexpected [{}]", source,
+         fmt::join(missing, ", "), fmt::join(unexpected, ", "));
+
   TensorDict out;
-  std::set<std::string> used;
-  auto take = [&](const std::string& name) -> const at::Tensor& {
-    used.insert(name);
-    return need(s, name, "Hugging Face");
-  };
-  for (const auto& [to, from] : kTowerNames) out.insert(to, take(from));
-  out.insert("visual.proj", take("visual_projection.weight").t().contiguous());
-  out.insert("text_projection", take("text_projection.weight").t().contiguous());
+  for (const auto& [to, from] : kTowerNames) out.insert(to, s[from]);
+  out.insert("visual.proj", s["visual_projection.weight"].t().contiguous());
+  out.insert("text_projection", s["text_projection.weight"].t().contiguous());
   for (const auto& tower : towers(c))
     for (int64_t l = 0; l < tower.layers; ++l) {
       const std::string o = tower.openai + std::to_string(l) + ".", h = tower.hf + std::to_string(l) + ".";
-      out.insert(o + "attn.in_proj_weight", at::cat({take(h + "self_attn.q_proj.weight"), take(h + "self_attn.k_proj.weight"),
-                                                     take(h + "self_attn.v_proj.weight")}));
-      out.insert(o + "attn.in_proj_bias", at::cat({take(h + "self_attn.q_proj.bias"), take(h + "self_attn.k_proj.bias"),
-                                                   take(h + "self_attn.v_proj.bias")}));
-      for (const auto& [to, from] : kBlockNames) out.insert(o + to, take(h + from));
+      const std::string q = h + "self_attn.q_proj", k = h + "self_attn.k_proj", v = h + "self_attn.v_proj";
+      out.insert(o + "attn.in_proj_weight", at::cat({s[q + ".weight"], s[k + ".weight"], s[v + ".weight"]}));
+      out.insert(o + "attn.in_proj_bias", at::cat({s[q + ".bias"], s[k + ".bias"], s[v + ".bias"]}));
+      for (const auto& [to, from] : kBlockNames) out.insert(o + to, s[h + from]);
     }
-  // Anything else is unexpected, except the position_ids buffers Hugging Face saves.
-  for (const auto& item : s)
-    if (!used.count(item.key()) && item.key().find("position_ids") == std::string::npos)
-      out.insert("unexpected:" + item.key(), item.value());  // reported by load_weights with the rest
   return out;
 }
 

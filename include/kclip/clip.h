@@ -40,7 +40,8 @@ struct CLIPConfig {
 
 // OpenAI <-> Hugging Face CLIPModel state dicts (names, packed vs separate q/k/v, transposed projections).
 TensorDict clip_openai_to_hf(const TensorDict& openai, const CLIPConfig& config);
-TensorDict clip_hf_to_openai(const TensorDict& hf, const CLIPConfig& config);
+TensorDict clip_hf_to_openai(const TensorDict& hf, const CLIPConfig& config,
+                             const std::string& source = "Hugging Face CLIP checkpoint");
 
 // nn.MultiheadAttention's packed parameters (in_proj_weight [3w, w], in_proj_bias, out_proj), self-attention only.
 class PackedAttentionImpl : public torch::nn::Module {

@@ -13,6 +13,7 @@ all: build
 
 deps:
 	@scripts/install-deps.sh
+	@scripts/fetch-assets.sh || echo "warning: CLIP's BPE vocabulary not fetched; pass ClipTokenizer a path" >&2
 
 $(BUILD)/CMakeCache.txt: | deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS) -DPython_EXECUTABLE=$(PYTHON)

@@ -1,5 +1,6 @@
-// kclip._C CLIP: the config and the model (encode_image, encode_text, forward, load).
+// kclip._C CLIP: the config, the model (encode_image, encode_text, forward, load) and the tokenizer.
 #include <kclip/clip.h>
+#include <kclip/clip_tokenizer.h>
 
 #include "module_bindings.h"
 
@@ -46,4 +47,28 @@ void bind_clip(py::module_& m) {
       .def_property_readonly("config", &CLIPImpl::config)
       .def_property_readonly("logit_scale", [](const CLIPImpl& c) { return c.logit_scale; });
   kclip::python::bind_module_common(clip);
+
+  py::class_<ClipTokenizer>(m, "ClipTokenizer")
+      .def(py::init([](const std::optional<std::filesystem::path>& path, int64_t context_length) {
+             return ClipTokenizer(path.value_or(std::filesystem::path{}), context_length);
+           }),
+           arg("path") = py::none(), arg("context_length") = 77)
+      .def_static("default_vocab_path", &ClipTokenizer::default_vocab_path)
+      .def("encode", &ClipTokenizer::encode, arg("text"))
+      .def("decode", &ClipTokenizer::decode, arg("ids"))
+      .def(
+          "__call__",
+          [](const ClipTokenizer& t, const py::object& texts, const std::optional<int64_t>& context_length) {
+            std::vector<std::string> batch;
+            if (py::isinstance<py::str>(texts)) batch.push_back(texts.cast<std::string>());
+            else batch = texts.cast<std::vector<std::string>>();
+            py::gil_scoped_release release;
+            return t(batch, context_length.value_or(0));
+          },
+          arg("texts"), arg("context_length") = py::none())
+      .def_property_readonly("sot_token_id", &ClipTokenizer::sot_token_id)
+      .def_property_readonly("eot_token_id", &ClipTokenizer::eot_token_id)
+      .def_property_readonly("vocab_size", &ClipTokenizer::vocab_size)
+      .def_property_readonly("context_length", &ClipTokenizer::context_length)
+      .def_property_readonly("path", &ClipTokenizer::path);
 }

@@ -9,6 +9,7 @@ import torch  # noqa: F401  (loads libtorch and its pybind11 type casters before
 from ._C import (  # noqa: F401
     CLIP,
     CLIPConfig,
+    ClipTokenizer,
     ConceptLoss,
     ContrastiveLoss,
     EmbeddingCache,
@@ -45,6 +46,7 @@ init()
 __all__ = [
     "CLIP",
     "CLIPConfig",
+    "ClipTokenizer",
     "ConceptLoss",
     "ContrastiveLoss",
     "EmbeddingCache",

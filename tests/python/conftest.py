@@ -15,7 +15,7 @@ def shared_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("KCLIP_SHARED") or ROOT.parent / "shared")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared():
     """Returns a function mapping a path inside ../shared to its location; skips (or fails under
     KCLIP_REQUIRE_SHARED=1) when the file is absent."""

@@ -11,6 +11,7 @@ void bind_losses(py::module_& m);   // loss_bindings.cpp
 void bind_cluster(py::module_& m);  // cluster_bindings.cpp
 void bind_llama(py::module_& m);    // llama_bindings.cpp
 void bind_clip(py::module_& m);     // clip_bindings.cpp
+void bind_image(py::module_& m);    // image_bindings.cpp
 
 namespace {
 
@@ -60,6 +61,7 @@ PYBIND11_MODULE(_C, m) {
   bind_cluster(m);
   bind_llama(m);
   bind_clip(m);
+  bind_image(m);
 
   // runtime
   m.def("init", &kclip::init, "Set LibTorch's threads and check the BLAS (runs once; import kclip calls it).");

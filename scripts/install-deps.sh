@@ -17,6 +17,8 @@ packages=(
   python3-sklearn python3-faiss dataset-fashion-mnist
   # an independent CLIP tokenizer for the differential tests uses the `regex` package
   python3-regex
+  # Pillow: the reference for image resizing in the preprocessing tests
+  python3-pil
 )
 
 missing=()

@@ -1,11 +1,13 @@
 #pragma once
 // Umbrella header: everything kclip offers. Include the per-concept headers to compile less.
 #include <kclip/clip.h>
+#include <kclip/clip_tokenizer.h>
 #include <kclip/cluster.h>
 #include <kclip/cluster_metrics.h>
 #include <kclip/distributed.h>
 #include <kclip/embedding_cache.h>
 #include <kclip/error.h>
+#include <kclip/image_transform.h>
 #include <kclip/llama.h>
 #include <kclip/llama_tokenizer.h>
 #include <kclip/loss_concept.h>

@@ -14,6 +14,7 @@ from ._C import (  # noqa: F401
     ContrastiveLoss,
     EmbeddingCache,
     Error,
+    ImageTransform,
     KMeans,
     KnowledgeClipLoss,
     Llama,
@@ -25,14 +26,19 @@ from ._C import (  # noqa: F401
     adjusted_rand_index,
     blas_is_openblas,
     blas_library,
+    decode_image,
     default_num_threads,
     init,
     load_safetensors,
     load_safetensors_metadata,
     nmi,
+    OPENAI_DATASET_MEAN,
+    OPENAI_DATASET_STD,
     num_threads,
     purity,
     read_captions,
+    read_image,
+    resize_bicubic,
     runtime_summary,
     save_safetensors,
     set_num_threads,
@@ -43,6 +49,13 @@ from ._C import (  # noqa: F401
 
 init()
 
+
+def preprocess(images, size=224):
+    """OpenAI CLIP's preprocessing: a path or a uint8 image tensor [3, H, W] -> float [3, size, size]; a list of
+    paths or tensors, or a uint8 batch [N, 3, H, W] -> [N, 3, size, size] (decoded and resized in parallel)."""
+    return ImageTransform(size)(images)
+
+
 __all__ = [
     "CLIP",
     "CLIPConfig",
@@ -51,6 +64,7 @@ __all__ = [
     "ContrastiveLoss",
     "EmbeddingCache",
     "Error",
+    "ImageTransform",
     "KMeans",
     "KnowledgeClipLoss",
     "Llama",
@@ -62,14 +76,20 @@ __all__ = [
     "adjusted_rand_index",
     "blas_is_openblas",
     "blas_library",
+    "decode_image",
     "default_num_threads",
     "init",
     "load_safetensors",
     "load_safetensors_metadata",
     "nmi",
+    "OPENAI_DATASET_MEAN",
+    "OPENAI_DATASET_STD",
+    "preprocess",
     "num_threads",
     "purity",
     "read_captions",
+    "read_image",
+    "resize_bicubic",
     "runtime_summary",
     "save_safetensors",
     "set_num_threads",

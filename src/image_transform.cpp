@@ -1,0 +1,276 @@
+// Image decoding (stb_image) and OpenAI CLIP's preprocessing with Pillow's bicubic resampler.
+#include <kclip/error.h>
+#include <kclip/image_transform.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+// stb_image, compiled into this file only (static functions: no symbol clashes with other copies of stb).
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_NO_STDIO
+#define STBI_NO_HDR
+#define STBI_NO_LINEAR
+#define STBI_FAILURE_USERMSG
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+namespace kclip {
+namespace {
+
+constexpr int64_t kMaxPixels = 178956970;  // Pillow's MAX_IMAGE_PIXELS * 2: beyond it Pillow refuses to open
+
+// A planar uint8 image [channels, height, width].
+struct Planes {
+  int64_t channels = 0, height = 0, width = 0;
+  std::vector<uint8_t> data;
+  uint8_t* plane(int64_t c) { return data.data() + c * height * width; }
+  const uint8_t* plane(int64_t c) const { return data.data() + c * height * width; }
+};
+
+// ---- Pillow's resampler (libImaging/Resample.c, 8 bits per channel) -----------------------------------------
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+double bicubic(double x) {  // Keys' cubic with a = -0.5, support 2
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// For each output pixel: the first input pixel, how many are used, and their fixed-point weights.
+struct Coefficients {
+  int64_t taps = 0;
+  std::vector<int64_t> first, count;
+  std::vector<int32_t> weights;  // [out_size, taps]
+};
+
+Coefficients precompute_coefficients(int64_t in_size, int64_t out_size) {
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = 2.0 * filter_scale;
+  Coefficients c;
+  c.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
+  c.first.resize(out_size);
+  c.count.resize(out_size);
+  c.weights.assign(static_cast<size_t>(out_size * c.taps), 0);
+  std::vector<double> k(static_cast<size_t>(c.taps));
+  for (int64_t xx = 0; xx < out_size; ++xx) {
+    const double center = (static_cast<double>(xx) + 0.5) * scale;
+    const int64_t xmin = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
+    const int64_t xmax = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in_size) - xmin;
+    double total = 0.0;
+    for (int64_t x = 0; x < xmax; ++x) {
+      k[x] = bicubic((static_cast<double>(x + xmin) - center + 0.5) / filter_scale);
+      total += k[x];
+    }
+    for (int64_t x = 0; x < xmax; ++x) {
+      const double w = total != 0.0 ? k[x] / total : k[x];
+      c.weights[xx * c.taps + x] = static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
+                                                              : 0.5 + w * (1 << kPrecisionBits));
+    }
+    c.first[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+uint8_t clip8(int64_t value) {
+  if (value >= (int64_t{1} << kPrecisionBits << 8)) return 255;
+  if (value <= 0) return 0;
+  return static_cast<uint8_t>(value >> kPrecisionBits);
+}
+
+// One pass along x (horizontal) or y (vertical) of every plane.
+Planes resample_pass(const Planes& in, int64_t out_size, bool horizontal) {
+  const int64_t in_size = horizontal ? in.width : in.height;
+  const Coefficients c = precompute_coefficients(in_size, out_size);
+  Planes out{in.channels, horizontal ? in.height : out_size, horizontal ? out_size : in.width, {}};
+  out.data.resize(static_cast<size_t>(out.channels * out.height * out.width));
+  for (int64_t ch = 0; ch < in.channels; ++ch) {
+    const uint8_t* src = in.plane(ch);
+    uint8_t* dst = out.plane(ch);
+    for (int64_t y = 0; y < out.height; ++y) {
+      for (int64_t x = 0; x < out.width; ++x) {
+        const int64_t o = horizontal ? x : y;
+        const int32_t* w = &c.weights[o * c.taps];
+        int64_t sum = int64_t{1} << (kPrecisionBits - 1);
+        for (int64_t t = 0; t < c.count[o]; ++t) {
+          const int64_t i = c.first[o] + t;
+          sum += int64_t{horizontal ? src[y * in.width + i] : src[i * in.width + x]} * w[t];
+        }
+        dst[y * out.width + x] = clip8(sum);
+      }
+    }
+  }
+  return out;
+}
+
+Planes resize(const Planes& in, int64_t height, int64_t width) {
+  Planes out = in;
+  if (width != in.width) out = resample_pass(out, width, /*horizontal=*/true);
+  if (height != in.height) out = resample_pass(out, height, /*horizontal=*/false);
+  return out;
+}
+
+// ---- tensors <-> planes ------------------------------------------------------------------------------------
+
+// uint8 [3|1, H, W] or [H, W] as planes; grey becomes RGB when `rgb` (as PIL's convert("RGB")).
+Planes planes_of(const at::Tensor& image, const std::string& who, bool rgb = true) {
+  if (!image.defined()) fail_value("{}: the image is missing", who);
+  if (image.scalar_type() != at::kByte)
+    fail_value("{}: image dtype is {}: expected uint8 [3, H, W] (decode files with read_image)", who,
+               c10::toString(image.scalar_type()));
+  at::Tensor chw = image.dim() == 2 ? image.unsqueeze(0) : image;
+  if (chw.dim() != 3 || (chw.size(0) != 1 && chw.size(0) != 3))
+    fail_value("{}: image shape [{}]: expected uint8 [3, H, W], [1, H, W] or [H, W]", who, fmt::join(image.sizes(), ", "));
+  if (chw.size(1) == 0 || chw.size(2) == 0) fail_value("{}: the image is empty [{}]", who, fmt::join(image.sizes(), ", "));
+  if (rgb) chw = chw.expand({3, chw.size(1), chw.size(2)});
+  chw = chw.to(at::kCPU).contiguous();
+  Planes p{chw.size(0), chw.size(1), chw.size(2), {}};
+  p.data.assign(chw.data_ptr<uint8_t>(), chw.data_ptr<uint8_t>() + chw.numel());
+  return p;
+}
+
+// OpenAI's _transform after decoding: Resize(size) of the shorter side, CenterCrop(size), ToTensor, Normalize;
+// writes float [3, size, size] to `out`.
+void transform_into(const Planes& image, const ImageTransform& t, float* out) {
+  const int64_t s = t.size;
+  const int64_t short_side = std::min(image.height, image.width), long_side = std::max(image.height, image.width);
+  const int64_t long_new = static_cast<int64_t>(static_cast<double>(s) * static_cast<double>(long_side) /
+                                                static_cast<double>(short_side));  // torchvision truncates
+  const int64_t h = image.height <= image.width ? s : long_new;
+  const int64_t w = image.height <= image.width ? long_new : s;
+  const Planes resized = resize(image, h, w);
+  // torchvision's center_crop: int(round((H - size) / 2)) with Python's round-half-to-even
+  const int64_t top = static_cast<int64_t>(std::nearbyint((h - s) / 2.0));
+  const int64_t left = static_cast<int64_t>(std::nearbyint((w - s) / 2.0));
+  for (int64_t c = 0; c < 3; ++c) {
+    const uint8_t* src = resized.plane(c);
+    for (int64_t y = 0; y < s; ++y)
+      for (int64_t x = 0; x < s; ++x) {
+        const float v = static_cast<float>(src[(top + y) * w + left + x]) / 255.0f;
+        out[(c * s + y) * s + x] = (v - t.mean[c]) / t.std[c];
+      }
+  }
+}
+
+void check_size(const ImageTransform& t) {
+  if (t.size < 1) fail_value("ImageTransform: size {} must be positive", t.size);
+  for (float sd : t.std)
+    if (!(sd > 0)) fail_value("ImageTransform: std {} must be positive", sd);
+}
+
+// A JPEG cut short still decodes in stb_image (missing data reads as zeros): require the end-of-image marker
+// after the first start-of-scan.
+bool jpeg_is_complete(const uint8_t* data, size_t size) {
+  size_t i = 2;
+  while (i + 1 < size && !(data[i] == 0xFF && data[i + 1] == 0xDA)) ++i;
+  for (; i + 1 < size; ++i)
+    if (data[i] == 0xFF && data[i + 1] == 0xD9) return true;
+  return false;
+}
+
+Planes decode_planes(const void* data, size_t size, const std::string& name) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP or GIF image", name);
+  if (size > static_cast<size_t>(INT32_MAX)) fail("{}: {} bytes: too large for the image decoder", name, size);
+  int width = 0, height = 0, components = 0;
+  if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
+    fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP or GIF image)", name, stbi_failure_reason());
+  if (int64_t{width} * height > kMaxPixels)
+    fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
+  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_is_complete(bytes, size))
+    fail("{}: truncated JPEG (no end-of-image marker)", name);
+  uint8_t* pixels = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &components, 3);
+  if (!pixels) fail("{}: cannot decode image: {}", name, stbi_failure_reason());
+  Planes p{3, height, width, {}};
+  p.data.resize(static_cast<size_t>(3 * int64_t{height} * width));
+  for (int64_t i = 0; i < int64_t{height} * width; ++i)  // interleaved RGB -> planes
+    for (int64_t c = 0; c < 3; ++c) p.data[c * height * width + i] = pixels[i * 3 + c];
+  stbi_image_free(pixels);
+  return p;
+}
+
+std::vector<uint8_t> read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open: {}", path.string(), std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail("{}: read error", path.string());
+  return bytes;
+}
+
+at::Tensor to_tensor(const Planes& p) {
+  at::Tensor t = at::empty({p.channels, p.height, p.width}, at::kByte);
+  std::copy(p.data.begin(), p.data.end(), t.data_ptr<uint8_t>());
+  return t;
+}
+
+}  // namespace
+
+at::Tensor decode_image(const void* data, size_t size, const std::string& name) {
+  return to_tensor(decode_planes(data, size, name));
+}
+
+at::Tensor read_image(const std::filesystem::path& path) {
+  const auto bytes = read_file(path);
+  return decode_image(bytes.data(), bytes.size(), path.string());
+}
+
+at::Tensor resize_bicubic(const at::Tensor& image, int64_t height, int64_t width) {
+  if (height < 1 || width < 1) fail_value("resize_bicubic: output size {}x{} must be positive", height, width);
+  const Planes p = planes_of(image, "resize_bicubic", /*rgb=*/false);
+  return to_tensor(resize(p, height, width)).reshape(image.dim() == 2 ? at::IntArrayRef{height, width}
+                                                                     : at::IntArrayRef{p.channels, height, width});
+}
+
+at::Tensor ImageTransform::operator()(const at::Tensor& image) const {
+  check_size(*this);
+  at::Tensor out = at::empty({3, size, size}, at::kFloat);
+  transform_into(planes_of(image, "ImageTransform"), *this, out.data_ptr<float>());
+  return out;
+}
+
+at::Tensor ImageTransform::operator()(const std::vector<std::filesystem::path>& paths) const {
+  check_size(*this);
+  at::Tensor out = at::empty({static_cast<int64_t>(paths.size()), 3, size, size}, at::kFloat);
+  float* base = out.data_ptr<float>();
+  at::parallel_for(0, static_cast<int64_t>(paths.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const auto bytes = read_file(paths[i]);
+      transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, base + i * 3 * size * size);
+    }
+  });
+  return out;
+}
+
+at::Tensor ImageTransform::operator()(const std::vector<at::Tensor>& images) const {
+  check_size(*this);
+  std::vector<Planes> planes;
+  planes.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i) planes.push_back(planes_of(images[i], fmt::format("ImageTransform: images[{}]", i)));
+  at::Tensor out = at::empty({static_cast<int64_t>(images.size()), 3, size, size}, at::kFloat);
+  float* base = out.data_ptr<float>();
+  at::parallel_for(0, static_cast<int64_t>(planes.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) transform_into(planes[i], *this, base + i * 3 * size * size);
+  });
+  return out;
+}
+
+}  // namespace kclip

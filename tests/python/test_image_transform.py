@@ -1,0 +1,92 @@
+"""kclip's image decoding and CLIP preprocessing against Pillow (the resampler OpenAI's pipeline runs) and
+OpenAI's reference pixels (../shared/golden/clip-tiny)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import kclip
+
+GOLDEN = ["china.jpg", "flower.jpg", "fmnist_test_0_label9.png", "fmnist_test_1_label2.png"]
+
+
+def pil_tensor(image):
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def pil_preprocess(path, size):
+    """OpenAI's clip._transform with Pillow and numpy: Resize(size, BICUBIC), CenterCrop, RGB, ToTensor, Normalize."""
+    image = Image.open(path)
+    w, h = image.size
+    short, long = min(w, h), max(w, h)
+    new_w, new_h = (size, int(size * long / short)) if w <= h else (int(size * long / short), size)
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size)).convert("RGB")
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+    mean, std = torch.tensor(kclip.OPENAI_DATASET_MEAN), torch.tensor(kclip.OPENAI_DATASET_STD)
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def test_resize_is_bit_identical_to_pillow_bicubic(shared):
+    photo = pil_tensor(Image.open(shared("golden/clip-tiny/china.jpg")).convert("RGB"))
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 256, (3, 45, 71), dtype=torch.uint8, generator=generator)
+    for image in (photo, noise):
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        for w, h in [(224, 149), (333, 224), (50, 37), (700, 500), (28, 28), (1, 1), (31, 400), (71, 45), (72, 44)]:
+            expected = pil_tensor(pil.resize((w, h), Image.BICUBIC))
+            assert torch.equal(kclip.resize_bicubic(image, h, w), expected), (tuple(image.shape), w, h)
+
+
+def test_reference_images_within_tolerance_of_openai_pixels(shared):
+    expected = kclip.load_safetensors(shared("golden/clip-tiny/expected.safetensors"))
+    paths = [shared("golden/clip-tiny/" + name) for name in GOLDEN]
+    for size, key in ((224, "pixel_values_224"), (64, "pixel_values")):
+        pixels = kclip.preprocess(paths, size)
+        assert pixels.shape == (4, 3, size, size) and pixels.dtype == torch.float32
+        assert (pixels - expected[key]).abs().mean(dim=(1, 2, 3)).max() <= 0.01
+
+
+def test_flickr_photos_match_the_pillow_pipeline(shared):
+    """Same resampler, so only JPEG decoding differs (stb_image vs libjpeg): well under one grey level."""
+    paths = sorted(shared("data/flickr8k-1k/images").glob("*.jpg"))[:40]
+    ours = kclip.preprocess(paths, 224)
+    reference = torch.stack([pil_preprocess(p, 224) for p in paths])
+    errors = (ours - reference).abs().mean(dim=(1, 2, 3))
+    assert errors.max() <= 0.01, errors.max()
+    for path in paths[:3]:  # decoding alone
+        decoded = kclip.read_image(path)
+        assert (decoded.float() - pil_tensor(Image.open(path).convert("RGB")).float()).abs().mean() < 0.5
+
+
+def test_preprocess_accepts_paths_tensors_and_batches(shared):
+    path = shared("golden/clip-tiny/flower.jpg")
+    one = kclip.preprocess(path, 64)
+    assert one.shape == (3, 64, 64)
+    image = kclip.read_image(path)
+    assert image.dtype == torch.uint8 and image.shape == (3, 427, 640)
+    assert torch.equal(kclip.preprocess(str(path), 64), one)
+    assert torch.equal(kclip.preprocess(image, 64), one)
+    assert torch.equal(kclip.preprocess([image, image], 64)[1], one)
+    assert torch.equal(kclip.preprocess(torch.stack([image, image]), 64)[0], one)
+    assert torch.equal(kclip.decode_image(path.read_bytes()), image)
+    grey = kclip.read_image(shared("golden/clip-tiny/fmnist_test_0_label9.png"))
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    assert torch.equal(kclip.preprocess(grey[0], 32), kclip.preprocess(grey, 32))
+    transform = kclip.ImageTransform(32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert transform(grey).min() >= -1 and transform(grey).max() <= 1
+
+
+def test_bad_images_name_the_file(shared, tmp_path):
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(shared("golden/clip-tiny/china.jpg").read_bytes()[:20000])
+    with pytest.raises(kclip.Error, match="cut.jpg: truncated JPEG"):
+        kclip.preprocess([cut])
+    (tmp_path / "notes.png").write_text("hello")
+    with pytest.raises(kclip.Error, match="notes.png: cannot decode image"):
+        kclip.read_image(tmp_path / "notes.png")
+    with pytest.raises(kclip.Error, match="cannot open"):
+        kclip.read_image(tmp_path / "absent.jpg")
+    with pytest.raises(ValueError, match="expected uint8"):
+        kclip.preprocess(torch.zeros(3, 8, 8))

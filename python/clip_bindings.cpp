@@ -44,6 +44,7 @@ void bind_clip(py::module_& m) {
       .def("encode_text", &CLIPImpl::encode_text, arg("ids"), no_gil)
       .def("__call__", &CLIPImpl::forward, arg("pixels"), arg("ids"), no_gil)
       .def("forward", &CLIPImpl::forward, arg("pixels"), arg("ids"), no_gil)
+      .def("set_grad_checkpointing", &CLIPImpl::set_grad_checkpointing, arg("enable") = true)
       .def_property_readonly("config", &CLIPImpl::config)
       .def_property_readonly("logit_scale", [](const CLIPImpl& c) { return c.logit_scale; });
   kclip::python::bind_module_common(clip);

@@ -7,6 +7,8 @@
 #include "model_files.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/autograd.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -165,9 +167,69 @@ CLIPTransformerImpl::CLIPTransformerImpl(int64_t width, int64_t layers, int64_t 
   for (int64_t i = 0; i < layers; ++i) resblocks->push_back(ResidualAttentionBlock(width, heads, activation));
 }
 
+namespace {
+
+// Autocast settings, saved in forward and restored for the recomputation in backward.
+struct AutocastState {
+  bool cuda = at::autocast::is_enabled(), cpu = at::autocast::is_cpu_enabled();
+  at::ScalarType cuda_dtype = at::autocast::get_autocast_gpu_dtype(), cpu_dtype = at::autocast::get_autocast_cpu_dtype();
+  void apply() const {
+    at::autocast::set_enabled(cuda);
+    at::autocast::set_cpu_enabled(cpu);
+    at::autocast::set_autocast_gpu_dtype(cuda_dtype);
+    at::autocast::set_autocast_cpu_dtype(cpu_dtype);
+  }
+};
+
+// A residual block whose activations are not kept: forward runs without a graph, backward recomputes the block
+// from its saved input and backpropagates through the recomputation (parameters get their gradients there).
+struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
+  // The mask travels by pointer: it needs no gradient, and autograd rejects undefined tensor inputs.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor* mask,
+                            ResidualAttentionBlockImpl* block) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["mask"] = *mask;
+    ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
+    const AutocastState autocast;
+    ctx->saved_data["autocast_cuda"] = autocast.cuda;
+    ctx->saved_data["autocast_cpu"] = autocast.cpu;
+    ctx->saved_data["autocast_cuda_dtype"] = static_cast<int64_t>(autocast.cuda_dtype);
+    ctx->saved_data["autocast_cpu_dtype"] = static_cast<int64_t>(autocast.cpu_dtype);
+    torch::NoGradGuard no_grad;
+    return block->forward(x, *mask);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(ctx->saved_data["block"].toInt());
+    const at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    const AutocastState outer;
+    AutocastState inner;
+    inner.cuda = ctx->saved_data["autocast_cuda"].toBool();
+    inner.cpu = ctx->saved_data["autocast_cpu"].toBool();
+    inner.cuda_dtype = static_cast<at::ScalarType>(ctx->saved_data["autocast_cuda_dtype"].toInt());
+    inner.cpu_dtype = static_cast<at::ScalarType>(ctx->saved_data["autocast_cpu_dtype"].toInt());
+    at::Tensor h;
+    {
+      torch::AutoGradMode grad(true);
+      inner.apply();
+      h = block->forward(x, ctx->saved_data["mask"].toTensor());
+      outer.apply();
+    }
+    torch::autograd::backward({h}, {grad_output[0]});
+    return {x.grad(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 at::Tensor CLIPTransformerImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
   at::Tensor h = x;
-  for (std::size_t i = 0; i < resblocks->size(); ++i) h = resblocks->ptr<ResidualAttentionBlockImpl>(i)->forward(h, mask);
+  for (std::size_t i = 0; i < resblocks->size(); ++i) {
+    auto* block = resblocks->ptr<ResidualAttentionBlockImpl>(i).get();
+    h = checkpoint ? CheckpointedBlock::apply(h, &mask, block) : block->forward(h, mask);
+  }
   return h;
 }
 
@@ -186,7 +248,7 @@ VisionTransformerImpl::VisionTransformerImpl(const CLIPConfig& c) {
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& pixels) {
-  at::Tensor x = conv1->forward(pixels.to(conv1->weight.scalar_type()));  // [B, w, g, g]
+  at::Tensor x = conv1->forward(pixels.to(conv1->weight.device(), conv1->weight.scalar_type()));  // [B, w, g, g]
   x = x.flatten(2).transpose(1, 2);                                        // [B, g², w]
   at::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
   x = at::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());
@@ -224,11 +286,12 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= config_.vocab_size))
     fail_value("CLIP.encode_text: token ids must lie in [0, {})", config_.vocab_size);
   const int64_t t = ids.size(1);
-  at::Tensor x = token_embedding->forward(ids) + positional_embedding.narrow(0, 0, t);
+  const at::Tensor tokens = ids.to(token_embedding->weight.device());
+  at::Tensor x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, t);
   x = transformer->forward(x, causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()));
   x = norm32(ln_final, x);
   // The text feature is taken at the end-of-text token, the highest id in each row (as OpenAI does).
-  at::Tensor eot = ids.argmax(1);
+  at::Tensor eot = tokens.argmax(1);
   return x.index({at::arange(x.size(0), eot.options()), eot}).matmul(text_projection);
 }
 
@@ -238,6 +301,11 @@ std::pair<at::Tensor, at::Tensor> CLIPImpl::forward(const at::Tensor& pixels, co
   text = text / text.norm(2, {1}, true);
   at::Tensor per_image = logit_scale.exp() * image.matmul(text.t());
   return {per_image, per_image.t()};
+}
+
+void CLIPImpl::set_grad_checkpointing(bool enable) {
+  visual->transformer->grad_checkpointing = enable;
+  transformer->grad_checkpointing = enable;
 }
 
 // ---- loading ---------------------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class CLIPTransformerImpl : public torch::nn::Module {
   CLIPTransformerImpl(int64_t width, int64_t layers, int64_t heads, const std::string& activation);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask = {});
   torch::nn::ModuleList resblocks{nullptr};
+  // When training, keep only each block's input and recompute the block in backward (open_clip's
+  // set_grad_checkpointing; torch.utils.checkpoint's reentrant form: gradients reach the parameters through
+  // loss.backward(), not through torch::autograd::grad on the parameters).
+  bool grad_checkpointing = false;
 };
 TORCH_MODULE(CLIPTransformer);
 
@@ -88,6 +92,8 @@ class CLIPImpl : public torch::nn::Module {
  public:
   explicit CLIPImpl(CLIPConfig config);
 
+  // Inputs move to the model's device. Under autocast (torch.autocast in Python, at::autocast in C++) matmuls run
+  // in the autocast dtype (bf16 on CUDA) while LayerNorms compute in float32, as in OpenAI's model.
   at::Tensor encode_image(const at::Tensor& pixels);  // [B, 3, S, S] -> [B, embed_dim], not normalised
   at::Tensor encode_text(const at::Tensor& ids);      // int64 [B, context_length] -> [B, embed_dim]
   // (logits_per_image, logits_per_text) = exp(logit_scale) · normalised image · normalised textᵀ (and transpose).
@@ -101,6 +107,8 @@ class CLIPImpl : public torch::nn::Module {
   // that Hugging Face's CLIPModel loads.
   void save(const std::filesystem::path& path, const std::string& layout = "openai");
   void load_weights(const TensorDict& state, const std::string& source);
+  // Activation checkpointing of both towers' blocks: less memory for one more forward in backward.
+  void set_grad_checkpointing(bool enable = true);
 
   const CLIPConfig& config() const { return config_; }
   VisionTransformer visual{nullptr};

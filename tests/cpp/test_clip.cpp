@@ -4,7 +4,10 @@
 #include <kclip/clip.h>
 #include <kclip/error.h>
 
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
+
+#include <fstream>
 
 using kclip::testing::have_shared;
 using kclip::testing::shared_dir;
@@ -87,4 +90,77 @@ TEST_CASE("clip: OpenAI -> Hugging Face -> OpenAI round trips give identical out
   CHECK_THROWS_WITH_AS(kclip::CLIPImpl::load(dir / "hf"), doctest::Contains("text_model.final_layer_norm.bias"),
                        kclip::Error);
   CHECK_THROWS_AS(openai->save(dir / "x", "onnx"), kclip::ValueError);
+}
+
+TEST_CASE("clip: bad checkpoints are one error listing every problem, and nothing is loaded") {
+  kclip::testing::TempDir dir;
+  kclip::CLIP model(kclip::CLIPConfig::named("tiny"));
+  kclip::TensorDict state;
+  for (const auto& p : model->named_parameters()) state.insert(p.key(), p.value().detach().clone());
+  state.erase("visual.ln_post.bias");
+  state.insert("visual.extra.weight", torch::zeros({2}));
+  state["text_projection"] = torch::zeros({3, 3});
+  const torch::Tensor before = model->visual->proj.detach().clone();
+  state["visual.proj"] = torch::ones_like(before);
+  try {
+    model->load_weights(state, "bad.safetensors");
+    FAIL("expected an error");
+  } catch (const kclip::Error& e) {
+    const std::string message = e.what();
+    CHECK(message.find("bad.safetensors") != std::string::npos);
+    CHECK(message.find("missing [visual.ln_post.bias]") != std::string::npos);
+    CHECK(message.find("unexpected [visual.extra.weight]") != std::string::npos);
+    CHECK(message.find("text_projection [3, 3] (expected [128, 64])") != std::string::npos);
+  }
+  CHECK(torch::equal(model->visual->proj, before));  // no partial load
+  std::ofstream(dir / "not.safetensors") << "this is not a checkpoint";
+  CHECK_THROWS_WITH_AS(kclip::CLIPImpl::load(dir / "not.safetensors"), doctest::Contains("not.safetensors"), kclip::Error);
+  CHECK_THROWS_WITH_AS(kclip::CLIPImpl::load(dir / "absent.safetensors"), doctest::Contains("absent.safetensors"), kclip::Error);
+}
+
+TEST_CASE("clip: gradient checkpointing gives the same loss and gradients") {
+  torch::manual_seed(0);
+  kclip::CLIP model(kclip::CLIPConfig::named("tiny"));
+  model->train();
+  const torch::Tensor pixels = torch::randn({3, 3, 64, 64});
+  const torch::Tensor ids = torch::randint(1, 49000, {3, 77}, torch::kLong).index_put_({torch::indexing::Slice(), 9}, 49407);
+  auto loss_and_grads = [&](bool checkpoint) {
+    model->set_grad_checkpointing(checkpoint);
+    model->zero_grad();
+    auto [per_image, per_text] = model->forward(pixels, ids);
+    const torch::Tensor labels = torch::arange(3);
+    const torch::Tensor loss = (torch::cross_entropy_loss(per_image, labels) + torch::cross_entropy_loss(per_text, labels)) / 2;
+    loss.backward();
+    std::vector<torch::Tensor> grads{loss.detach()};
+    for (const auto& p : model->parameters()) grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    return grads;
+  };
+  const auto plain = loss_and_grads(false);
+  const auto checkpointed = loss_and_grads(true);
+  REQUIRE(plain.size() == checkpointed.size());
+  double worst = 0;
+  for (size_t i = 0; i < plain.size(); ++i) worst = std::max(worst, (plain[i] - checkpointed[i]).abs().max().item<double>());
+  CHECK(worst < 1e-5);
+  // Every block parameter got a gradient through the recomputation.
+  CHECK(model->visual->transformer->named_parameters()["resblocks.0.attn.in_proj_weight"].grad().abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("clip: inputs follow the model, and CPU bfloat16 autocast stays close to float32") {
+  kclip::CLIP model(kclip::CLIPConfig::named("tiny"));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor pixels = torch::randn({2, 3, 64, 64});
+  const torch::Tensor ids = torch::randint(1, 49000, {2, 77}, torch::kLong);
+  const torch::Tensor exact = model->encode_image(pixels);
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  const torch::Tensor image = model->encode_image(pixels);
+  const torch::Tensor text = model->encode_text(ids);
+  at::autocast::set_cpu_enabled(false);
+  at::autocast::clear_cache();
+  CHECK(kclip::testing::dtype_of(image) == "BFloat16");
+  CHECK(kclip::testing::dtype_of(text) == "BFloat16");
+  const double relative = ((image.to(torch::kFloat) - exact).norm() / exact.norm()).item<double>();
+  CHECK(relative < 0.05);
+  CHECK(relative > 0);  // it really ran in bfloat16
 }

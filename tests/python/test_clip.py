@@ -43,3 +43,47 @@ def test_hugging_face_layout_round_trip(shared, tmp_path):
     with torch.no_grad():
         assert torch.equal(hf.encode_image(expected["pixel_values"]), openai.encode_image(expected["pixel_values"]))
         assert torch.equal(hf.encode_text(expected["input_ids"]), openai.encode_text(expected["input_ids"]))
+
+
+def test_text_and_images_end_to_end_through_tokenizer_and_preprocess(shared):
+    """Captions through kclip.ClipTokenizer and photos through kclip.preprocess give OpenAI's features."""
+    import json
+    model = kclip.CLIP.load(shared("golden/clip-tiny/model.safetensors"))
+    expected = kclip.load_safetensors(shared("golden/clip-tiny/expected.safetensors"))
+    golden = shared("golden/clip-tiny")
+    captions = json.loads((golden / "captions.json").read_text(encoding="utf-8"))
+    images = json.loads((golden / "images.json").read_text(encoding="utf-8"))
+    tokenizer = kclip.ClipTokenizer(shared("tokenizers/clip/bpe_simple_vocab_16e6.txt.gz"))
+    with torch.no_grad():
+        text = model.encode_text(tokenizer(captions))
+        image = model.encode_image(kclip.preprocess([golden / name for name in images], model.config.image_size))
+    assert (text - expected["text_features"]).abs().max() < 1e-4
+    assert (image - expected["image_features"]).abs().max() < 5e-3  # JPEG decoders differ by < 0.03 grey levels
+
+
+def test_grad_checkpointing_same_gradients_and_cpu_autocast():
+    torch.manual_seed(0)
+    model = kclip.CLIP(kclip.CLIPConfig.named("tiny"))
+    model.train()
+    pixels, ids = torch.randn(3, 3, 64, 64), torch.randint(1, 49000, (3, 77))
+    loss_fn = kclip.ContrastiveLoss()
+
+    def gradients(checkpointing):
+        model.set_grad_checkpointing(checkpointing)
+        model.zero_grad()
+        loss = loss_fn(model.encode_image(pixels), model.encode_text(ids))
+        loss.backward()
+        return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain, checkpointed = gradients(False), gradients(True)
+    # every parameter but the model's logit_scale (ContrastiveLoss has its own) has a gradient, plus the loss
+    assert len(plain) == len(checkpointed) == len(model.parameters())
+    assert max((a - b).abs().max().item() for a, b in zip(plain, checkpointed)) < 1e-5
+
+    model.eval()
+    with torch.no_grad():
+        exact = model.encode_image(pixels)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # Python's autocast reaches the C++ model
+            fast = model.encode_image(pixels)
+    assert fast.dtype == torch.bfloat16
+    assert 0 < ((fast.float() - exact).norm() / exact.norm()).item() < 0.05

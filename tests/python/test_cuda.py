@@ -34,3 +34,29 @@ def test_losses_follow_the_features_device_and_autocast():
         out = loss(img.bfloat16(), txt.bfloat16(), teacher.bfloat16(), labels)
     out["loss"].float().backward()
     assert all(p.grad is not None and p.grad.is_cuda for p in loss.parameters())
+
+
+def test_clip_on_cuda_matches_cpu_and_trains_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = kclip.CLIP(kclip.CLIPConfig.named("bench-s"))
+    pixels, ids = torch.randn(8, 3, 64, 64), torch.randint(1, 49000, (8, 32))
+    with torch.no_grad():
+        cpu_image, cpu_text = model.encode_image(pixels), model.encode_text(ids)
+    model.to("cuda")
+    with torch.no_grad():
+        image = model.encode_image(pixels)  # CPU inputs follow the model to the GPU
+        text = model.encode_text(ids.cuda())
+    assert image.is_cuda and text.is_cuda
+    assert torch.allclose(image.cpu(), cpu_image, atol=1e-3) and torch.allclose(text.cpu(), cpu_text, atol=1e-3)
+    model.train()
+    model.set_grad_checkpointing(True)
+    loss_fn = kclip.ContrastiveLoss().to("cuda")
+    optimizer = torch.optim.AdamW(model.parameters() + loss_fn.parameters(), lr=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        features = model.encode_image(pixels.cuda()), model.encode_text(ids.cuda())
+        assert features[0].dtype == torch.bfloat16
+        loss = loss_fn(*features)
+    loss.float().backward()
+    optimizer.step()
+    assert all(p.grad is not None and p.grad.is_cuda and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert torch.cuda.max_memory_allocated() > 0

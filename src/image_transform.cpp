@@ -1,12 +1,17 @@
 // Image decoding (stb_image) and OpenAI CLIP's preprocessing with Pillow's bicubic resampler.
 #include <kclip/error.h>
 #include <kclip/image_transform.h>
+#include <kclip/runtime.h>
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -216,6 +221,35 @@ std::vector<uint8_t> read_file(const std::filesystem::path& path) {
   return bytes;
 }
 
+// Runs fn(i) for i in [0, n) on up to available_cpus() threads (not LibTorch's intra-op pool, which kclip keeps
+// at one thread beside a pthread BLAS); the first exception is rethrown once all threads have finished.
+void parallel_for_each(int64_t n, const std::function<void(int64_t)>& fn) {
+  const int64_t workers = std::min<int64_t>(n, available_cpus());
+  if (workers <= 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    for (int64_t i = next++; i < n; i = next++) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        next = n;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int64_t t = 1; t < workers; ++t) threads.emplace_back(work);
+  work();
+  for (auto& thread : threads) thread.join();
+  if (error) std::rethrow_exception(error);
+}
+
 at::Tensor to_tensor(const Planes& p) {
   at::Tensor t = at::empty({p.channels, p.height, p.width}, at::kByte);
   std::copy(p.data.begin(), p.data.end(), t.data_ptr<uint8_t>());
@@ -251,11 +285,9 @@ at::Tensor ImageTransform::operator()(const std::vector<std::filesystem::path>& 
   check_size(*this);
   at::Tensor out = at::empty({static_cast<int64_t>(paths.size()), 3, size, size}, at::kFloat);
   float* base = out.data_ptr<float>();
-  at::parallel_for(0, static_cast<int64_t>(paths.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const auto bytes = read_file(paths[i]);
-      transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, base + i * 3 * size * size);
-    }
+  parallel_for_each(static_cast<int64_t>(paths.size()), [&](int64_t i) {
+    const auto bytes = read_file(paths[i]);
+    transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, base + i * 3 * size * size);
   });
   return out;
 }
@@ -267,9 +299,8 @@ at::Tensor ImageTransform::operator()(const std::vector<at::Tensor>& images) con
   for (size_t i = 0; i < images.size(); ++i) planes.push_back(planes_of(images[i], fmt::format("ImageTransform: images[{}]", i)));
   at::Tensor out = at::empty({static_cast<int64_t>(images.size()), 3, size, size}, at::kFloat);
   float* base = out.data_ptr<float>();
-  at::parallel_for(0, static_cast<int64_t>(planes.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) transform_into(planes[i], *this, base + i * 3 * size * size);
-  });
+  parallel_for_each(static_cast<int64_t>(planes.size()),
+                    [&](int64_t i) { transform_into(planes[i], *this, base + i * 3 * size * size); });
   return out;
 }
 

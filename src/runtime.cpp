@@ -65,8 +65,10 @@ void warn_if_reference_blas() {
 int default_num_threads() {
   if (int n = env_thread_count("KCLIP_NUM_THREADS")) return n;
   if (int n = env_thread_count("OMP_NUM_THREADS")) return n;
-  return affinity_cpu_count();
+  return blas_threading() == "pthreads" ? 1 : affinity_cpu_count();
 }
+
+int available_cpus() { return affinity_cpu_count(); }
 
 void init() {
   std::call_once(g_init_once, [] {

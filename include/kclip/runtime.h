@@ -1,17 +1,25 @@
 #pragma once
 // Process-wide runtime set-up: LibTorch's intra-op thread count and the BLAS check.
 //
-// LibTorch here defaults to one thread, and without OpenBLAS it falls back to reference BLAS (~35x slower).
-// kclip therefore, on first use (any loader, model or `import kclip`), sets the intra-op threads to the cores
-// this process may run on (its CPU affinity), unless KCLIP_NUM_THREADS or OMP_NUM_THREADS says otherwise, and
-// warns loudly on stderr when the BLAS that LibTorch calls is not OpenBLAS.
+// Without OpenBLAS LibTorch falls back to reference BLAS (~35x slower): kclip warns loudly on stderr then.
+// On first use (any loader, model or `import kclip`) kclip sets LibTorch's intra-op threads, unless
+// KCLIP_NUM_THREADS or OMP_NUM_THREADS says otherwise:
+//   * 1 when the BLAS runs GEMMs on its own pthread pool (Debian's libopenblas0-pthread): OpenBLAS then has every
+//     core for the GEMMs that dominate training, and no LibTorch OpenMP worker spins between ops taking a core
+//     from it. Measured on 2 cores (bench/bench_clip.py, bench-s training step): 2 LibTorch threads 2.09 s,
+//     1 thread 1.22 s; the same holds for K-means and the Llama forward.
+//   * the cores this process may run on (its CPU affinity) otherwise.
+// kclip's own CPU loops (image decoding and preprocessing) use available_cpus() threads either way.
 #include <string>
 
 namespace kclip {
 
-// Threads kclip would choose: KCLIP_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs in this process's affinity
-// mask. Invalid values (not a positive integer) raise kclip::ValueError naming the variable.
+// Threads kclip would choose: KCLIP_NUM_THREADS, else OMP_NUM_THREADS, else 1 if the BLAS has its own pthread
+// pool, else available_cpus(). Invalid values (not a positive integer) raise kclip::ValueError naming the variable.
 int default_num_threads();
+
+// The CPUs in this process's affinity mask.
+int available_cpus();
 
 // Idempotent and thread-safe: the first call applies default_num_threads() and checks the BLAS; later calls
 // do nothing. kclip's entry points call it; applications may call it early.

@@ -30,13 +30,15 @@ class ScopedEnv {
 
 }  // namespace
 
-TEST_CASE("runtime: the thread count follows KCLIP_NUM_THREADS, then OMP_NUM_THREADS, then the affinity mask") {
+TEST_CASE("runtime: the thread count follows KCLIP_NUM_THREADS, then OMP_NUM_THREADS, then the BLAS and the affinity mask") {
   cpu_set_t set;
   CPU_ZERO(&set);
   REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
   {
     ScopedEnv a("KCLIP_NUM_THREADS", nullptr), b("OMP_NUM_THREADS", nullptr);
-    CHECK(kclip::default_num_threads() == CPU_COUNT(&set));
+    // OpenBLAS with its own pthread pool gets the cores; LibTorch's OpenMP pool stays at one thread.
+    CHECK(kclip::default_num_threads() == (kclip::blas_threading() == "pthreads" ? 1 : CPU_COUNT(&set)));
+    CHECK(kclip::available_cpus() == CPU_COUNT(&set));
   }
   {
     ScopedEnv a("KCLIP_NUM_THREADS", nullptr), b("OMP_NUM_THREADS", "3,1");

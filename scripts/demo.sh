@@ -3,7 +3,8 @@
 # Now: report the runtime, convert a sharded Llama checkpoint (stories260K from ../shared, else a generated one)
 # to one bf16 file from Python, inspect the result with the CLI, and optimise the Knowledge-CLIP objective
 # (all three loss terms) on synthetic paired features, cluster Fashion-MNIST into concepts, and run the Llama
-# teacher (stories260K from ../shared: greedy decoding checked against run.c, pooled embeddings).
+# teacher (stories260K from ../shared: greedy decoding checked against run.c, pooled embeddings), and train the
+# CLIP student a few steps on Flickr8k pairs through the tokenizer and image preprocessing.
 set -euo pipefail
 build=${1:-build}
 out="$build/demo"
@@ -27,3 +28,6 @@ echo "== concept clustering of Fashion-MNIST (examples/python/cluster_fashion_mn
 echo
 echo "== the Llama teacher (examples/python/llama_teacher.py)"
 /usr/bin/python3 examples/python/llama_teacher.py
+echo
+echo "== the CLIP student (examples/python/clip_student.py)"
+/usr/bin/python3 examples/python/clip_student.py --out "$out"

@@ -1,5 +1,6 @@
 // Saves a small torch::nn model's parameters as safetensors with kclip, loads them back into a fresh model,
-// and checks both models compute the same thing. With a path argument it lists that checkpoint instead.
+// and checks both models compute the same thing; then preprocesses an image and tokenizes a caption for CLIP.
+// With a path argument it lists that checkpoint instead.
 //
 //   kclip_example                    # round trip in a temporary directory
 //   kclip_example model.safetensors  # list a checkpoint (file, index or directory)
@@ -30,6 +31,14 @@ int main(int argc, char** argv) try {
   std::printf("kclip %s: saved %zu tensors to %s, reloaded: outputs %s (threads %d)\n", kclip::version(),
               loaded.size(), path.c_str(), same ? "match" : "DIFFER", kclip::num_threads());
   std::filesystem::remove(path);
+
+  // CLIP's preprocessing of a generated grey image, and its tokenizer when the vocabulary is in place.
+  const torch::Tensor pixels = kclip::ImageTransform{32}(torch::full({3, 40, 60}, 128, torch::kByte));
+  std::printf("CLIP pixels [3, 32, 32]: mean %.4f\n", pixels.mean().item<double>());
+  if (std::filesystem::exists(kclip::ClipTokenizer::default_vocab_path())) {
+    const torch::Tensor ids = kclip::ClipTokenizer()({"a photo of a cat"}, 8);
+    std::printf("CLIP tokens of 'a photo of a cat': %s\n", c10::str(ids[0]).c_str());
+  }
   return same ? 0 : 1;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "kclip_example: %s\n", e.what());

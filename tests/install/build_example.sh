@@ -14,3 +14,4 @@ cmake --build "$work/build" -j 2 >/dev/null
 out=$("$work/build/kclip_example")
 echo "$out"
 grep -q "outputs match" <<<"$out"
+grep -q "CLIP pixels \[3, 32, 32\]" <<<"$out"

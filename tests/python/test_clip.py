@@ -87,3 +87,18 @@ def test_grad_checkpointing_same_gradients_and_cpu_autocast():
             fast = model.encode_image(pixels)
     assert fast.dtype == torch.bfloat16
     assert 0 < ((fast.float() - exact).norm() / exact.norm()).item() < 0.05
+
+
+def test_model_dtype_follows_to():
+    model = kclip.CLIP(kclip.CLIPConfig.named("tiny"))
+    model.eval()
+    pixels, ids = torch.randn(2, 3, 64, 64), torch.randint(1, 49000, (2, 77))
+    with torch.no_grad():
+        image, text = model.encode_image(pixels), model.encode_text(ids)
+        model.to(torch.float64)
+        assert model.encode_image(pixels).dtype == torch.float64
+        assert (model.encode_image(pixels) - image.double()).abs().max() < 1e-5
+        assert (model.encode_text(ids) - text.double()).abs().max() < 1e-5
+        model.to(torch.bfloat16)  # LayerNorms still compute in float32
+        low = model.encode_text(ids)
+        assert low.dtype == torch.bfloat16 and ((low.float() - text).norm() / text.norm()) < 0.02

@@ -70,6 +70,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &kclip::set_num_threads, py::arg("threads"));
   m.def("blas_library", &kclip::blas_library);
   m.def("blas_is_openblas", &kclip::blas_is_openblas);
+  m.def("blas_threading", &kclip::blas_threading);
+  m.def("available_cpus", &kclip::available_cpus);
   m.def("runtime_summary", &kclip::runtime_summary);
 
   // safetensors

@@ -219,9 +219,17 @@ char32_t fix_c1_control(char32_t c) {
   return c;
 }
 
-bool is_ligature(char32_t c) {
-  static constexpr char32_t kLigatures[] = {0x132, 0x133, 0x149, 0x1F1, 0x1F2, 0x1F3};
-  return (c >= 0xFB00 && c <= 0xFB06) || std::find(std::begin(kLigatures), std::end(kLigatures), c) != std::end(kLigatures);
+// ftfy's LIGATURES: Latin ligatures and legacy digraphs split into their letters (ﬅ keeps its long s, where
+// NFKC would not).
+const std::u32string* ligature(char32_t c) {
+  static const std::pair<char32_t, std::u32string> kLigatures[] = {
+      {0x132, U"IJ"}, {0x133, U"ij"}, {0x149, U"\u02bcn"}, {0x1F1, U"DZ"}, {0x1F2, U"Dz"}, {0x1F3, U"dz"},
+      {0x1C4, U"D\u017d"}, {0x1C5, U"D\u017e"}, {0x1C6, U"d\u017e"}, {0x1C7, U"LJ"}, {0x1C8, U"Lj"}, {0x1C9, U"lj"},
+      {0x1CA, U"NJ"}, {0x1CB, U"Nj"}, {0x1CC, U"nj"}, {0xFB00, U"ff"}, {0xFB01, U"fi"}, {0xFB02, U"fl"},
+      {0xFB03, U"ffi"}, {0xFB04, U"ffl"}, {0xFB05, U"\u017ft"}, {0xFB06, U"st"}};
+  for (const auto& [code, letters] : kLigatures)
+    if (code == c) return &letters;
+  return nullptr;
 }
 
 bool is_wide(char32_t c) { return c == 0x3000 || (c >= 0xFF01 && c < 0xFFF0); }
@@ -244,8 +252,8 @@ std::u32string fix_characters(const std::u32string& text) {
   out.reserve(text.size());
   for (size_t i = 0; i < text.size(); ++i) {
     char32_t c = fix_c1_control(text[i]);
-    if (is_ligature(c)) {
-      out += nfkc(c);
+    if (const std::u32string* letters = ligature(c)) {  // ŉ's ʼ is then uncurled, as in ftfy
+      for (char32_t l : *letters) out += uncurl(l);
       continue;
     }
     if (c == 0x3000) c = ' ';

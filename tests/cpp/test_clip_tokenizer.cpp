@@ -76,6 +76,8 @@ TEST_CASE("clip tokenizer: ftfy, HTML, whitespace and case normalisation as Open
   CHECK(same("\uFF21\uFF22\uFF23\u3000\uFF11", "abc 1"));       // full-width forms
   CHECK(same("\uFB01ne \uFB02ag", "fine flag"));                   // Latin ligatures
   CHECK(same("\u0149", "'n"));                                       // ŉ -> ʼn -> 'n
+  CHECK(same("\u01C6 \uFB05", "d\u017e \u017ft"));                   // digraphs, ﬅ keeps its long s
+  CHECK(!same("\uFB05", "st"));
   CHECK(same("a\u0085b", "a\u2026b"));                              // C1 controls read as Windows-1252
   CHECK(same("cafe\u0301", "caf\u00e9"));                          // NFC
   CHECK(same("a\x1b[31mred\x1b[0m", "ared"));                     // terminal escapes removed

@@ -71,5 +71,11 @@ void bind_clip(py::module_& m) {
       .def_property_readonly("eot_token_id", &ClipTokenizer::eot_token_id)
       .def_property_readonly("vocab_size", &ClipTokenizer::vocab_size)
       .def_property_readonly("context_length", &ClipTokenizer::context_length)
-      .def_property_readonly("path", &ClipTokenizer::path);
+      .def_property_readonly("path", &ClipTokenizer::path)
+      // picklable (DataLoader workers started with spawn): the vocabulary is re-read from its path
+      .def(py::pickle(
+          [](const ClipTokenizer& t) { return py::make_tuple(t.path().string(), t.context_length()); },
+          [](const py::tuple& state) {
+            return ClipTokenizer(state[0].cast<std::string>(), state[1].cast<int64_t>());
+          }));
 }

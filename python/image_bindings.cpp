@@ -66,5 +66,10 @@ void bind_image(py::module_& m) {
       .def("__call__", &transform_any, arg("images"))
       .def_readwrite("size", &ImageTransform::size)
       .def_readwrite("mean", &ImageTransform::mean)
-      .def_readwrite("std", &ImageTransform::std);
+      .def_readwrite("std", &ImageTransform::std)
+      .def(py::pickle([](const ImageTransform& t) { return py::make_tuple(t.size, t.mean, t.std); },
+                      [](const py::tuple& state) {
+                        return ImageTransform{state[0].cast<int64_t>(), state[1].cast<std::array<float, 3>>(),
+                                              state[2].cast<std::array<float, 3>>()};
+                      }));
 }

@@ -66,6 +66,16 @@ def test_hugging_face_vocab_and_merges_give_the_same_ids(shared, tokenizers, tmp
         assert hf.encode(text) == ours.encode(text), text
 
 
+def test_pickles_for_dataloader_workers(shared):
+    import pickle
+    tokenizer = kclip.ClipTokenizer(shared(VOCAB), context_length=16)
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    assert copy.context_length == 16 and copy.path == tokenizer.path
+    assert torch.equal(copy(["a photo of a cat"]), tokenizer(["a photo of a cat"]))
+    transform = pickle.loads(pickle.dumps(kclip.ImageTransform(32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))))
+    assert transform.size == 32 and list(transform.std) == [0.25, 0.25, 0.25]
+
+
 def test_errors(shared, tmp_path):
     with pytest.raises(kclip.Error, match="CLIP BPE vocabulary not found"):
         kclip.ClipTokenizer(tmp_path / "nope.txt.gz")

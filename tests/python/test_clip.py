@@ -102,3 +102,42 @@ def test_model_dtype_follows_to():
         model.to(torch.bfloat16)  # LayerNorms still compute in float32
         low = model.encode_text(ids)
         assert low.dtype == torch.bfloat16 and ((low.float() - text).norm() / text.norm()) < 0.02
+
+
+def test_hugging_face_first_round_trip_and_half_precision_files(shared, tmp_path):
+    """HF -> OpenAI -> HF reproduces every tensor; HF directories in F16 and BF16 load too."""
+    openai = kclip.CLIP.load(shared("golden/clip-tiny/model.safetensors"))
+    openai.save(tmp_path / "hf", layout="hf")
+    kclip.CLIP.load(tmp_path / "hf").save(tmp_path / "openai.safetensors")
+    kclip.CLIP.load(tmp_path / "openai.safetensors").save(tmp_path / "hf2", layout="hf")
+    first, second = kclip.load_safetensors(tmp_path / "hf"), kclip.load_safetensors(tmp_path / "hf2")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+    expected = kclip.load_safetensors(shared("golden/clip-tiny/expected.safetensors"))
+    for dtype, tolerance in ((torch.float16, 1e-4), (torch.bfloat16, 0.1)):
+        directory = tmp_path / str(dtype)
+        directory.mkdir()
+        (directory / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+        kclip.save_safetensors(directory / "model.safetensors", {k: v.to(dtype) for k, v in first.items()})
+        model = kclip.CLIP.load(directory)
+        with torch.no_grad():  # the golden weights are F16: F16 files are lossless, BF16 ones round them
+            assert (model.encode_text(expected["input_ids"]) - expected["text_features"]).abs().max() < tolerance
+
+
+def test_config_from_json_and_its_errors(tmp_path):
+    path = tmp_path / "my-clip.json"
+    path.write_text('{"embed_dim": 32, "quick_gelu": false, "vision_cfg": {"image_size": 32, "layers": 1, '
+                    '"width": 64, "patch_size": 16}, "text_cfg": {"context_length": 16, "vocab_size": 49408, '
+                    '"width": 64, "heads": 2, "layers": 1}}')
+    config = kclip.CLIPConfig.from_json(path)
+    assert (config.embed_dim, config.image_size, config.vision_heads, config.activation) == (32, 32, 1, "gelu")
+    model = kclip.CLIP(config)
+    with torch.no_grad():
+        assert model.encode_text(torch.randint(1, 49000, (2, 16))).shape == (2, 32)
+    path.write_text('{"embed_dim": 32, "vision_cfg": {"image_size": 30, "layers": 1, "width": 64, "patch_size": 16}}')
+    with pytest.raises(kclip.Error, match="my-clip.json"):
+        kclip.CLIPConfig.from_json(path)
+    path.write_text("{not json")
+    with pytest.raises(kclip.Error, match="my-clip.json: not valid JSON"):
+        kclip.CLIPConfig.from_json(path)

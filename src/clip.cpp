@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <torch/autograd.h>
 #include <nlohmann/json.hpp>
 
@@ -185,8 +186,20 @@ CLIPTransformerImpl::CLIPTransformerImpl(int64_t width, int64_t layers, int64_t 
 
 namespace {
 
-// Autocast settings, saved in forward and restored for the recomputation in backward.
+// Autocast settings, saved in forward and restored for the recomputation in backward. LibTorch 2.4 replaced the
+// CUDA/CPU-specific calls by per-device ones (the old ones are deprecated).
 struct AutocastState {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  bool cuda = at::autocast::is_autocast_enabled(at::kCUDA), cpu = at::autocast::is_autocast_enabled(at::kCPU);
+  at::ScalarType cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+  at::ScalarType cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+  void apply() const {
+    at::autocast::set_autocast_enabled(at::kCUDA, cuda);
+    at::autocast::set_autocast_enabled(at::kCPU, cpu);
+    at::autocast::set_autocast_dtype(at::kCUDA, cuda_dtype);
+    at::autocast::set_autocast_dtype(at::kCPU, cpu_dtype);
+  }
+#else
   bool cuda = at::autocast::is_enabled(), cpu = at::autocast::is_cpu_enabled();
   at::ScalarType cuda_dtype = at::autocast::get_autocast_gpu_dtype(), cpu_dtype = at::autocast::get_autocast_cpu_dtype();
   void apply() const {
@@ -195,6 +208,7 @@ struct AutocastState {
     at::autocast::set_autocast_gpu_dtype(cuda_dtype);
     at::autocast::set_autocast_cpu_dtype(cpu_dtype);
   }
+#endif
 };
 
 // A residual block whose activations are not kept: forward runs without a graph, backward recomputes the block

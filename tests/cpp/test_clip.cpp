@@ -5,6 +5,7 @@
 #include <kclip/error.h>
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 #include <torch/torch.h>
 
 #include <fstream>
@@ -152,11 +153,20 @@ TEST_CASE("clip: inputs follow the model, and CPU bfloat16 autocast stays close 
   const torch::Tensor pixels = torch::randn({2, 3, 64, 64});
   const torch::Tensor ids = torch::randint(1, 49000, {2, 77}, torch::kLong);
   const torch::Tensor exact = model->encode_image(pixels);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+#else
   at::autocast::set_cpu_enabled(true);
   at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+#endif
   const torch::Tensor image = model->encode_image(pixels);
   const torch::Tensor text = model->encode_text(ids);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+#else
   at::autocast::set_cpu_enabled(false);
+#endif
   at::autocast::clear_cache();
   CHECK(kclip::testing::dtype_of(image) == "BFloat16");
   CHECK(kclip::testing::dtype_of(text) == "BFloat16");

@@ -81,20 +81,28 @@ std::u32string normalize(const std::u32string& text, int options) {
 
 std::u32string nfkc(char32_t c) { return normalize(std::u32string(1, c), UTF8PROC_COMPAT); }
 
+// `c` equals the lower-case ASCII letter or symbol `a` under the `regex` package's IGNORECASE (simple case
+// folding): its upper case, and ſ (U+017F) for s.
+bool equal_ignoring_case(char32_t c, char a) {
+  const auto lower = static_cast<char32_t>(a);
+  return c == lower || (a >= 'a' && a <= 'z' && c == lower - 32) || (a == 's' && c == 0x17F);
+}
+
 bool starts_with(const std::u32string& text, size_t at, const char* ascii) {
   for (size_t k = 0; ascii[k]; ++k)
-    if (at + k >= text.size() || text[at + k] != static_cast<char32_t>(ascii[k])) return false;
+    if (at + k >= text.size() || !equal_ignoring_case(text[at + k], ascii[k])) return false;
   return true;
 }
 
-// 's|'t|'re|'ve|'m|'ll|'d at `i` under IGNORECASE (ſ, U+017F, case-folds to s): the match length, or 0.
+// Characters no alternative of OpenAI's pattern matches, skipped between tokens: whitespace, and U+0345
+// (COMBINING GREEK YPOGEGRAMMENI, a mark whose case folding is the letter ι: under IGNORECASE the `regex` package
+// puts it in neither [\p{L}] nor [^\s\p{L}\p{N}]; found by comparing every code point's class with the package).
+bool matches_nothing(char32_t c) { return c == 0x345 || is_space(c); }
+
+// 's|'t|'re|'ve|'m|'ll|'d at `i` under IGNORECASE: the match length, or 0.
 size_t contraction_length(const std::u32string& text, size_t i) {
-  if (text[i] != '\'' || i + 1 >= text.size()) return 0;
-  auto is = [](char32_t x, char lower) { return x == char32_t(lower) || x == char32_t(lower - 32); };
-  const char32_t a = text[i + 1], b = i + 2 < text.size() ? text[i + 2] : 0;
-  if (is(a, 's') || a == 0x17F || is(a, 't') || is(a, 'm') || is(a, 'd')) return 2;
-  if ((is(a, 'r') || is(a, 'v')) && is(b, 'e')) return 3;
-  if (is(a, 'l') && is(b, 'l')) return 3;
+  for (const char* c : {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"})
+    if (starts_with(text, i, c)) return std::strlen(c);
   return 0;
 }
 
@@ -430,11 +438,11 @@ std::vector<std::u32string> pretokenize(const std::u32string& text) {
       take(j - i);
     } else if (is_number(c)) {
       take(1);
-    } else if (is_space(c)) {
+    } else if (matches_nothing(c)) {
       ++i;
     } else {  // [^\s\p{L}\p{N}]+
       size_t j = i;
-      while (j < n && !is_space(text[j]) && !is_letter(text[j]) && !is_number(text[j])) ++j;
+      while (j < n && !matches_nothing(text[j]) && !is_letter(text[j]) && !is_number(text[j])) ++j;
       take(j - i);
     }
   }

@@ -17,7 +17,7 @@ EDGE_CASES = [
     "&amp; &lt;b&gt; &#39; &#x27; &#128512; &#0; &#150; &#xD800; &#1114112; &ampfoo &notit; &#; &#x;",
     "&lt;&lt;&lt;", "&;", "a & b", "it's I'M we'LL they'Re you've he'd 'tis ''s", "u.s.a. e-mail #tag @user",
     "$12.50 (approx.) -- 50% off!!!", "<|startoftext|>hello<|endoftext|>", "<|endoftext|>", "x" * 300,
-    "supercalifragilisticexpialidocious", "ß ẞ", "Ⓐ ⓑ", "\u3000 ideographic", "",
+    "supercalifragilisticexpialidocious", "ß ẞ", "a\u0345b !\u0345? \u0399\u0345", "<|ſtartoftext|> it'ſ", "Ⓐ ⓑ", "\u3000 ideographic", "",
 ]
 
 
@@ -103,3 +103,34 @@ def test_vocabulary_fetched_by_make_is_found_by_default(monkeypatch):
             pytest.fail(message)
         pytest.skip(message)
     assert kclip.ClipTokenizer()("a photo of a cat")[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def _ftfy_changes(char):
+    """Characters ftfy's fixes rewrite (the independent reference has no ftfy, so random texts avoid them)."""
+    o = ord(char)
+    return ((o < 0x20 and char not in "\t\n\r\x0c") or 0x7F <= o <= 0x9F or o == 0x2BC or 0x2018 <= o <= 0x201F
+            or 0xFF01 <= o < 0xFFF0 or o in (0x3000, 0x2028, 0x2029, 0xFEFF) or o in (0x132, 0x133, 0x149)
+            or 0x1C4 <= o <= 0x1CC or 0x1F1 <= o <= 0x1F3 or 0xFB00 <= o <= 0xFB06 or 0x206A <= o <= 0x206F
+            or 0xFFF9 <= o <= 0xFFFC)
+
+
+def test_random_texts_match_independent_reference(tokenizers):
+    """Random mixes of entity fragments, contractions, special tokens, marks, scripts and symbols."""
+    import random
+    import unicodedata
+    ours, reference = tokenizers
+    pieces = ["&", "#", "x", ";", "amp", "lt", "quot", "notin", "AMP", "&#", "&#x", "12", "9999999", "'s", "'LL",
+              "'", "<", "|", "<|endoftext|>", "<|startoftext|>", " ", "\t", "\n", "e\u0301", "Σ", "İ", "ß", "ſ",
+              "½", "٣", "日本", "🙂", "\u200b", "\u0345", "x" * 5]
+    rng = random.Random(0)
+
+    def random_char():
+        while True:
+            c = chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xA0, 0x3000), rng.randrange(0x3000, 0x10000),
+                                rng.randrange(0x10000, 0x30000)]))
+            if not _ftfy_changes(c) and unicodedata.category(c) not in ("Cs", "Cn", "Co"):
+                return c
+
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) if rng.random() < 0.6 else random_char() for _ in range(rng.randrange(1, 12)))
+        assert ours.encode(text) == reference.encode(text), repr(text)

@@ -39,10 +39,15 @@ namespace {
 
 constexpr int64_t kMaxPixels = 178956970;  // Pillow's MAX_IMAGE_PIXELS * 2: beyond it Pillow refuses to open
 
-// A planar uint8 image [channels, height, width].
+// How Pillow resizes an image of the mode the file opens as: bicubic ("L", "RGB"), nearest neighbour for
+// palette and bilevel images ("P", "1"), bicubic on alpha-premultiplied values for "LA" / "RGBA".
+enum class Resampling { kBicubic, kNearest, kPremultiplied };
+
+// A planar uint8 image [channels, height, width]: RGB, or RGBA when `resampling` is kPremultiplied.
 struct Planes {
   int64_t channels = 0, height = 0, width = 0;
   std::vector<uint8_t> data;
+  Resampling resampling = Resampling::kBicubic;
   uint8_t* plane(int64_t c) { return data.data() + c * height * width; }
   const uint8_t* plane(int64_t c) const { return data.data() + c * height * width; }
 };
@@ -127,11 +132,70 @@ Planes resample_pass(const Planes& in, int64_t out_size, bool horizontal) {
   return out;
 }
 
-Planes resize(const Planes& in, int64_t height, int64_t width) {
+Planes resize_bicubic_planes(const Planes& in, int64_t height, int64_t width) {
   Planes out = in;
   if (width != in.width) out = resample_pass(out, width, /*horizontal=*/true);
   if (height != in.height) out = resample_pass(out, height, /*horizontal=*/false);
   return out;
+}
+
+// Pillow's NEAREST (Geometry.c, ImagingScaleAffine): source positions accumulate the scale from half a step.
+std::vector<int64_t> nearest_positions(int64_t in_size, int64_t out_size) {
+  const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
+  std::vector<int64_t> positions(static_cast<size_t>(out_size));
+  double at = scale * 0.5;
+  for (auto& position : positions) {
+    position = std::min<int64_t>(static_cast<int64_t>(at), in_size - 1);
+    at += scale;
+  }
+  return positions;
+}
+
+Planes resize_nearest(const Planes& in, int64_t height, int64_t width) {
+  const auto xs = nearest_positions(in.width, width), ys = nearest_positions(in.height, height);
+  Planes out{in.channels, height, width, std::vector<uint8_t>(static_cast<size_t>(in.channels * height * width)),
+             in.resampling};
+  for (int64_t c = 0; c < in.channels; ++c)
+    for (int64_t y = 0; y < height; ++y)
+      for (int64_t x = 0; x < width; ++x) out.plane(c)[y * width + x] = in.plane(c)[ys[y] * in.width + xs[x]];
+  return out;
+}
+
+// Pillow's RGBA -> RGBa and back (Convert.c): (v·a + 128 + ((v·a + 128) >> 8)) >> 8, then 255·v / a clipped.
+void premultiply(Planes& p) {
+  const int64_t n = p.height * p.width;
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t t = uint32_t{p.plane(c)[i]} * p.plane(3)[i] + 128;
+      p.plane(c)[i] = static_cast<uint8_t>(((t >> 8) + t) >> 8);
+    }
+}
+
+void unpremultiply(Planes& p) {
+  const int64_t n = p.height * p.width;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t alpha = p.plane(3)[i];
+    if (alpha == 0 || alpha == 255) continue;
+    for (int64_t c = 0; c < 3; ++c) p.plane(c)[i] = static_cast<uint8_t>(std::min<uint32_t>(255 * p.plane(c)[i] / alpha, 255));
+  }
+}
+
+// Image.resize((width, height), BICUBIC) as Pillow does it for the image's mode.
+Planes resize(const Planes& in, int64_t height, int64_t width) {
+  if (height == in.height && width == in.width) return in;
+  switch (in.resampling) {
+    case Resampling::kNearest:
+      return resize_nearest(in, height, width);
+    case Resampling::kPremultiplied: {
+      Planes p = in;
+      premultiply(p);
+      p = resize_bicubic_planes(p, height, width);
+      unpremultiply(p);
+      return p;
+    }
+    default:
+      return resize_bicubic_planes(in, height, width);
+  }
 }
 
 // ---- tensors <-> planes ------------------------------------------------------------------------------------
@@ -143,13 +207,15 @@ Planes planes_of(const at::Tensor& image, const std::string& who, bool rgb = tru
     fail_value("{}: image dtype is {}: expected uint8 [3, H, W] (decode files with read_image)", who,
                c10::toString(image.scalar_type()));
   at::Tensor chw = image.dim() == 2 ? image.unsqueeze(0) : image;
-  if (chw.dim() != 3 || (chw.size(0) != 1 && chw.size(0) != 3))
-    fail_value("{}: image shape [{}]: expected uint8 [3, H, W], [1, H, W] or [H, W]", who, fmt::join(image.sizes(), ", "));
+  if (chw.dim() != 3 || (chw.size(0) != 1 && chw.size(0) != 3 && chw.size(0) != 4))
+    fail_value("{}: image shape [{}]: expected uint8 [3, H, W] (RGB), [4, H, W] (RGBA), [1, H, W] or [H, W]", who,
+               fmt::join(image.sizes(), ", "));
   if (chw.size(1) == 0 || chw.size(2) == 0) fail_value("{}: the image is empty [{}]", who, fmt::join(image.sizes(), ", "));
-  if (rgb) chw = chw.expand({3, chw.size(1), chw.size(2)});
+  if (rgb && chw.size(0) == 1) chw = chw.expand({3, chw.size(1), chw.size(2)});
   chw = chw.to(at::kCPU).contiguous();
   Planes p{chw.size(0), chw.size(1), chw.size(2), {}};
   p.data.assign(chw.data_ptr<uint8_t>(), chw.data_ptr<uint8_t>() + chw.numel());
+  if (rgb && p.channels == 4) p.resampling = Resampling::kPremultiplied;
   return p;
 }
 
@@ -192,7 +258,30 @@ bool jpeg_is_complete(const uint8_t* data, size_t size) {
   return false;
 }
 
-Planes decode_planes(const void* data, size_t size, const std::string& name) {
+// The mode Pillow opens a file as decides how it resizes: PNG colour type 3 (palette) or 1-bit grey opens as "P" /
+// "1", colour types 4 and 6 as "LA" / "RGBA"; a GIF is "P" unless its global palette is the grey ramp ("L").
+Resampling pillow_resampling(const uint8_t* b, size_t size) {
+  static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size >= 26 && std::equal(std::begin(kPng), std::end(kPng), b)) {
+    const uint8_t bit_depth = b[24], colour_type = b[25];
+    if (colour_type == 3 || (colour_type == 0 && bit_depth == 1)) return Resampling::kNearest;
+    if (colour_type == 4 || colour_type == 6) return Resampling::kPremultiplied;
+    return Resampling::kBicubic;
+  }
+  if (size >= 13 && std::memcmp(b, "GIF8", 4) == 0) {
+    if (!(b[10] & 0x80)) return Resampling::kNearest;  // no global palette: Pillow still opens "P"
+    const size_t entries = size_t{2} << (b[10] & 7);
+    if (size < 13 + 3 * entries) return Resampling::kNearest;
+    for (size_t i = 0; i < entries; ++i) {
+      const uint8_t* rgb = b + 13 + 3 * i;
+      if (rgb[0] != i || rgb[1] != i || rgb[2] != i) return Resampling::kNearest;
+    }
+    return Resampling::kBicubic;
+  }
+  return Resampling::kBicubic;
+}
+
+Planes decode_planes(const void* data, size_t size, const std::string& name, bool keep_alpha = true) {
   const auto* bytes = static_cast<const uint8_t*>(data);
   if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP or GIF image", name);
   if (size > static_cast<size_t>(INT32_MAX)) fail("{}: {} bytes: too large for the image decoder", name, size);
@@ -203,12 +292,16 @@ Planes decode_planes(const void* data, size_t size, const std::string& name) {
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
   if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_is_complete(bytes, size))
     fail("{}: truncated JPEG (no end-of-image marker)", name);
-  uint8_t* pixels = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &components, 3);
+  Resampling resampling = pillow_resampling(bytes, size);
+  if (!keep_alpha && resampling == Resampling::kPremultiplied) resampling = Resampling::kBicubic;
+  const int channels = resampling == Resampling::kPremultiplied ? 4 : 3;
+  uint8_t* pixels = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &components, channels);
   if (!pixels) fail("{}: cannot decode image: {}", name, stbi_failure_reason());
-  Planes p{3, height, width, {}};
-  p.data.resize(static_cast<size_t>(3 * int64_t{height} * width));
-  for (int64_t i = 0; i < int64_t{height} * width; ++i)  // interleaved RGB -> planes
-    for (int64_t c = 0; c < 3; ++c) p.data[c * height * width + i] = pixels[i * 3 + c];
+  Planes p{channels, height, width, {}, resampling};
+  const int64_t n = int64_t{height} * width;
+  p.data.resize(static_cast<size_t>(channels * n));
+  for (int64_t i = 0; i < n; ++i)  // interleaved -> planes
+    for (int64_t c = 0; c < channels; ++c) p.data[c * n + i] = pixels[i * channels + c];
   stbi_image_free(pixels);
   return p;
 }
@@ -259,7 +352,7 @@ at::Tensor to_tensor(const Planes& p) {
 }  // namespace
 
 at::Tensor decode_image(const void* data, size_t size, const std::string& name) {
-  return to_tensor(decode_planes(data, size, name));
+  return to_tensor(decode_planes(data, size, name, /*keep_alpha=*/false));
 }
 
 at::Tensor read_image(const std::filesystem::path& path) {

@@ -1,8 +1,10 @@
 #pragma once
 // Image decoding and OpenAI CLIP's preprocessing (clip.py's _transform, open_clip's image_transform for eval):
-// decode JPEG / PNG / BMP / GIF (stb_image) to RGB, resize the shorter side to `size` with PIL's antialiased
-// bicubic filter (a port of Pillow's 8-bit resampler, fixed-point arithmetic included), center crop size×size,
-// scale to [0, 1], normalise with CLIP's mean and std. Images are uint8 tensors [C, H, W] (torchvision's layout).
+// decode JPEG / PNG / BMP / GIF (stb_image), resize the shorter side to `size` as Pillow's Image.resize(BICUBIC)
+// does for the mode the file opens as (a port of Pillow's 8-bit resampler, fixed-point arithmetic included;
+// nearest neighbour for palette and 1-bit images; alpha-premultiplied for LA / RGBA), center crop size×size, drop
+// alpha, scale to [0, 1], normalise with CLIP's mean and std. Images are uint8 tensors [C, H, W] (torchvision's
+// layout).
 #include <ATen/core/Tensor.h>
 
 #include <array>
@@ -32,7 +34,7 @@ struct ImageTransform {
   std::array<float, 3> mean = kOpenAIDatasetMean;
   std::array<float, 3> std = kOpenAIDatasetStd;
 
-  // uint8 [3, H, W], [1, H, W] or [H, W] -> float [3, size, size]
+  // uint8 [3, H, W] (RGB), [4, H, W] (RGBA: premultiplied resize), [1, H, W] or [H, W] -> float [3, size, size]
   at::Tensor operator()(const at::Tensor& image) const;
   // Batches, preprocessed in parallel: files or uint8 images (of any sizes) -> float [N, 3, size, size].
   at::Tensor operator()(const std::vector<std::filesystem::path>& paths) const;

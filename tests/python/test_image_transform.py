@@ -90,3 +90,26 @@ def test_bad_images_name_the_file(shared, tmp_path):
         kclip.read_image(tmp_path / "absent.jpg")
     with pytest.raises(ValueError, match="expected uint8"):
         kclip.preprocess(torch.zeros(3, 8, 8))
+
+
+def test_png_and_gif_modes_preprocess_exactly_like_pillow(tmp_path):
+    """Lossless files leave only the resampling to compare: Pillow resizes palette and 1-bit images with nearest
+    neighbour and LA / RGBA ones premultiplied by alpha; kclip follows the mode the file opens as."""
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    rgba[:10, :, 3] = 0  # fully transparent rows: their colour is lost in Pillow's premultiplied resize
+    base = Image.fromarray(rgba, "RGBA")
+    images = {
+        "rgb.png": base.convert("RGB"), "grey.png": base.convert("L"), "rgba.png": base, "la.png": base.convert("LA"),
+        "palette.png": base.convert("RGB").quantize(17), "bilevel.png": base.convert("1"),
+        "palette.gif": base.convert("RGB").quantize(31), "grey.gif": base.convert("L"),
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+        assert Image.open(tmp_path / name).mode == image.mode or name.endswith(".gif")
+        for size in (24, 64):
+            ours = kclip.preprocess(tmp_path / name, size)
+            assert torch.allclose(ours, pil_preprocess(tmp_path / name, size), atol=1e-6), (name, size)
+    # A uint8 RGBA tensor takes the premultiplied path too.
+    tensor = torch.from_numpy(rgba).permute(2, 0, 1).contiguous()
+    assert torch.allclose(kclip.preprocess(tensor, 24), pil_preprocess(tmp_path / "rgba.png", 24), atol=1e-6)

@@ -85,7 +85,7 @@ TEST_CASE("image transform: bad files and tensors are one error naming them") {
   CHECK_THROWS_WITH_AS(kclip::ImageTransform{32}(std::vector<std::filesystem::path>{dir / "text.jpg"}),
                        doctest::Contains("text.jpg"), kclip::Error);
   CHECK_THROWS_AS(kclip::ImageTransform{32}(torch::zeros({3, 8, 8}, torch::kFloat)), kclip::ValueError);
-  CHECK_THROWS_AS(kclip::ImageTransform{32}(torch::zeros({4, 8, 8}, torch::kByte)), kclip::ValueError);
+  CHECK_THROWS_AS(kclip::ImageTransform{32}(torch::zeros({5, 8, 8}, torch::kByte)), kclip::ValueError);  // 4 = RGBA
   CHECK_THROWS_AS(kclip::ImageTransform{0}(torch::zeros({3, 8, 8}, torch::kByte)), kclip::ValueError);
   if (!have_shared("golden/clip-tiny/china.jpg")) return;
   write_prefix(shared_dir() / "golden/clip-tiny/china.jpg", dir / "cut.jpg", 20000);

@@ -141,3 +141,11 @@ def test_config_from_json_and_its_errors(tmp_path):
     path.write_text("{not json")
     with pytest.raises(kclip.Error, match="my-clip.json: not valid JSON"):
         kclip.CLIPConfig.from_json(path)
+
+
+def test_released_architectures_have_openais_parameter_counts():
+    """The shipped configs build models with exactly as many parameters as OpenAI's released checkpoints."""
+    released = {"ViT-B-32": 151_277_313, "ViT-B-16": 149_620_737, "ViT-L-14": 427_616_513}
+    for name, count in released.items():
+        model = kclip.CLIP(kclip.CLIPConfig.named(name))
+        assert sum(p.numel() for p in model.parameters()) == count, name

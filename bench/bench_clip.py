@@ -177,6 +177,27 @@ def main():
     ours.set_grad_checkpointing(True)
     train_ckpt = median_seconds(step_ours, args.repeat)
     print(f"  train step, gradient checkpointing kclip {train_ckpt * 1e3:7.1f} ms")
+    plain_mib, ckpt_mib = peak_step_memory(b, False), peak_step_memory(b, True)
+    print(f"  peak RSS of a process running one training step: plain {plain_mib:.0f} MiB, "
+          f"gradient checkpointing {ckpt_mib:.0f} MiB")
+
+
+def peak_step_memory(batch, checkpointing):
+    """Peak resident set (MiB) of a fresh process that builds the model and runs one training step (ru_maxrss
+    cannot be reset, so each setting gets its own process)."""
+    import subprocess
+    import sys
+    code = f"""
+import resource, torch, kclip
+model, loss_fn = kclip.CLIP(kclip.CLIPConfig.named("bench-s")), kclip.ContrastiveLoss()
+model.train()
+model.set_grad_checkpointing({checkpointing})
+pixels, ids = torch.randn({batch}, 3, 64, 64), torch.randint(1, 49406, ({batch}, 32))
+loss_fn(model.encode_image(pixels), model.encode_text(ids)).backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class ClipTokenizer {
 
  private:
   std::vector<int64_t> bpe(const std::string& token) const;  // a byte-encoded word -> ids, cached
+  std::vector<std::string> merge_pairs(std::vector<std::string> symbols) const;
   std::vector<int64_t> encode_named(const std::string& text, const std::string& what) const;
 
   std::filesystem::path path_;

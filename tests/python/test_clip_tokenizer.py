@@ -134,3 +134,15 @@ def test_random_texts_match_independent_reference(tokenizers):
     for _ in range(3000):
         text = "".join(rng.choice(pieces) if rng.random() < 0.6 else random_char() for _ in range(rng.randrange(1, 12)))
         assert ours.encode(text) == reference.encode(text), repr(text)
+
+
+def test_long_and_repetitive_words_match_independent_reference(tokenizers):
+    """Long words exercise the heap-ordered merge rounds: overlapping runs ("aaaa...") and random letters."""
+    import random
+    ours, reference = tokenizers
+    rng = random.Random(1)
+    words = ["a" * 999, "ab" * 400, "abc" * 300, "mississippi" * 60,
+             "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(1500)),
+             "".join(rng.choice("東京タワーの夜景") for _ in range(300))]
+    for word in words:
+        assert ours.encode(word) == reference.encode(word), word[:20]

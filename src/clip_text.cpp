@@ -153,27 +153,37 @@ bool is_ascii_digit(char32_t c) { return c >= '0' && c <= '9'; }
 
 // ---- ftfy steps --------------------------------------------------------------------------------------------
 
-// ftfy's unescape_html: only "&name;" and "&#...;" forms (plus upper-cased names such as "&NTILDE;").
-std::u32string ftfy_unescape_html(const std::u32string& text) {
+// Copies `text`, giving `reference(text, at, out)` each '&': it appends the replacement of the reference starting
+// there to `out` and returns the characters it consumed, or returns 0 to keep the '&' as it is. Replacements are
+// not scanned again (as re.sub).
+template <typename Reference>
+std::u32string replace_references(const std::u32string& text, Reference reference) {
   std::u32string out;
+  out.reserve(text.size());
   size_t i = 0;
   while (i < text.size()) {
-    if (text[i] != '&') {
-      out += text[i++];
-      continue;
-    }
+    if (text[i] == '&')
+      if (const size_t consumed = reference(text, i, out)) {
+        i += consumed;
+        continue;
+      }
+    out += text[i++];
+  }
+  return out;
+}
+
+// ftfy's unescape_html: only "&name;" and "&#...;" forms (plus upper-cased names such as "&NTILDE;").
+std::u32string ftfy_unescape_html(const std::u32string& text) {
+  return replace_references(text, [](const std::u32string& t, size_t i, std::u32string& out) -> size_t {
     // &#?[0-9A-Za-z]{1,24};
     size_t j = i + 1;
-    const bool numeric = j < text.size() && text[j] == '#';
+    const bool numeric = j < t.size() && t[j] == '#';
     if (numeric) ++j;
     const size_t begin = j;
-    while (j < text.size() && j - begin < 24 && text[j] < 0x80 && std::isalnum(static_cast<int>(text[j]))) ++j;
-    if (j == begin || j >= text.size() || text[j] != ';') {
-      out += text[i++];
-      continue;
-    }
-    const std::u32string entity = text.substr(i, j + 1 - i);
-    const std::u32string name = text.substr(begin, j + 1 - begin);  // with ';'
+    while (j < t.size() && j - begin < 24 && t[j] < 0x80 && std::isalnum(static_cast<int>(t[j]))) ++j;
+    if (j == begin || j >= t.size() || t[j] != ';') return 0;
+    const std::u32string entity = t.substr(i, j + 1 - i);
+    const std::u32string name = t.substr(begin, j + 1 - begin);  // with ';'
     std::u32string replacement = entity;
     if (numeric) {
       const std::u32string unescaped = html_unescape(entity);
@@ -196,9 +206,8 @@ std::u32string ftfy_unescape_html(const std::u32string& text) {
       }
     }
     out += replacement;
-    i = j + 1;
-  }
-  return out;
+    return j + 1 - i;
+  });
 }
 
 // \033\[((?:\d|;)*)([a-zA-Z]) removed
@@ -330,40 +339,26 @@ std::u32string fix_text(const std::u32string& input) {
 
 std::u32string html_unescape(const std::u32string& text) {
   if (text.find('&') == std::u32string::npos) return text;
-  std::u32string out;
-  size_t i = 0;
-  while (i < text.size()) {
-    if (text[i] != '&') {
-      out += text[i++];
-      continue;
-    }
-    size_t j = i + 1;
-    if (j < text.size() && text[j] == '#') {
-      const bool hex = j + 1 < text.size() && (text[j + 1] == 'x' || text[j + 1] == 'X');
+  return replace_references(text, [](const std::u32string& t, size_t i, std::u32string& out) -> size_t {
+    const size_t j = i + 1;
+    if (j < t.size() && t[j] == '#') {  // #[0-9]+;? or #[xX][0-9a-fA-F]+;?
+      const bool hex = j + 1 < t.size() && (t[j + 1] == 'x' || t[j + 1] == 'X');
       const size_t begin = j + (hex ? 2 : 1);
       size_t end = begin;
-      while (end < text.size() && (hex ? is_hex(text[end]) : is_ascii_digit(text[end]))) ++end;
-      if (end == begin) {  // "&#" or "&#x" without digits: not a reference
-        out += text[i++];
-        continue;
-      }
-      out += numeric_reference(text.substr(begin, end - begin), hex ? 16 : 10);
-      i = end + (end < text.size() && text[end] == ';' ? 1 : 0);
-      continue;
+      while (end < t.size() && (hex ? is_hex(t[end]) : is_ascii_digit(t[end]))) ++end;
+      if (end == begin) return 0;  // "&#" or "&#x" without digits: not a reference
+      out += numeric_reference(t.substr(begin, end - begin), hex ? 16 : 10);
+      return end + (end < t.size() && t[end] == ';' ? 1 : 0) - i;
     }
     // [^\t\n\f <&#;]{1,32};?
     const std::u32string stops = U"\t\n\f <&#;";
     size_t end = j;
-    while (end < text.size() && end - j < 32 && stops.find(text[end]) == std::u32string::npos) ++end;
-    if (end == j) {
-      out += text[i++];
-      continue;
-    }
-    if (end < text.size() && text[end] == ';') ++end;
-    out += named_reference(text.substr(j, end - j));
-    i = end;
-  }
-  return out;
+    while (end < t.size() && end - j < 32 && stops.find(t[end]) == std::u32string::npos) ++end;
+    if (end == j) return 0;
+    if (end < t.size() && t[end] == ';') ++end;
+    out += named_reference(t.substr(j, end - j));
+    return end - i;
+  });
 }
 
 bool is_space(char32_t c) {

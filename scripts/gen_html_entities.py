@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""Writes src/html_entities.inc: the HTML5 named character references and the numeric-reference fix-ups that
+"""Writes src/clip/html_entities.inc: the HTML5 named character references and the numeric-reference fix-ups that
 Python's html.unescape uses (html.entities.html5, html._invalid_charrefs, html._invalid_codepoints), so that
 kclip's ClipTokenizer unescapes captions exactly as OpenAI's tokenizer (html.unescape twice) does.
 
-Run with Debian's Python: /usr/bin/python3 scripts/gen_html_entities.py > src/html_entities.inc
+Run with Debian's Python: /usr/bin/python3 scripts/gen_html_entities.py > src/clip/html_entities.inc
 """
 import html
 import html.entities

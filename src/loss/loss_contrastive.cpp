@@ -1,6 +1,6 @@
 #include <kclip/loss_contrastive.h>
 
-#include "checks.h"
+#include "core/checks.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/functional/loss.h>

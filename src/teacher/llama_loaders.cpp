@@ -2,8 +2,8 @@
 #include <kclip/error.h>
 #include <kclip/llama.h>
 
-#include "checks.h"
-#include "model_files.h"
+#include "core/checks.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 

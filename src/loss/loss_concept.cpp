@@ -1,6 +1,6 @@
 #include <kclip/loss_concept.h>
 
-#include "checks.h"
+#include "core/checks.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/activation.h>

@@ -3,7 +3,7 @@
 #include <kclip/error.h>
 #include <kclip/runtime.h>
 
-#include "checks.h"
+#include "core/checks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

@@ -1,6 +1,6 @@
 #include <kclip/loss_knowledge_clip.h>
 
-#include "checks.h"
+#include "core/checks.h"
 
 namespace kclip {
 

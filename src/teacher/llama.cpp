@@ -3,8 +3,8 @@
 #include <kclip/llama.h>
 #include <kclip/runtime.h>
 
-#include "checks.h"
-#include "model_files.h"
+#include "core/checks.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>

@@ -2,7 +2,7 @@
 #include <kclip/clip.h>
 #include <kclip/error.h>
 
-#include "model_files.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>

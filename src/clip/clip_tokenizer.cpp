@@ -3,7 +3,7 @@
 #include <kclip/error.h>
 
 #include "clip_text.h"
-#include "model_files.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

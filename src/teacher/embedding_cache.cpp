@@ -3,7 +3,7 @@
 #include <kclip/error.h>
 #include <kclip/safetensors.h>
 
-#include "model_files.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>

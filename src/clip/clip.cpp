@@ -3,8 +3,8 @@
 #include <kclip/error.h>
 #include <kclip/runtime.h>
 
-#include "checks.h"
-#include "model_files.h"
+#include "core/checks.h"
+#include "core/model_files.h"
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>

@@ -1,6 +1,6 @@
 #pragma once
 // Image decoding and OpenAI CLIP's preprocessing (clip.py's _transform, open_clip's image_transform for eval):
-// decode JPEG / PNG / BMP / GIF (stb_image), resize the shorter side to `size` as Pillow's Image.resize(BICUBIC)
+// decode JPEG / PNG / BMP / GIF (stb_image) and WebP (libwebp), resize the shorter side to `size` as Pillow's Image.resize(BICUBIC)
 // does for the mode the file opens as (a port of Pillow's 8-bit resampler, fixed-point arithmetic included;
 // nearest neighbour for palette and 1-bit images; alpha-premultiplied for LA / RGBA), center crop size×size, drop
 // alpha, scale to [0, 1], normalise with CLIP's mean and std. Images are uint8 tensors [C, H, W] (torchvision's
@@ -33,9 +33,17 @@ struct ImageTransform {
   int64_t size = 224;
   std::array<float, 3> mean = kOpenAIDatasetMean;
   std::array<float, 3> std = kOpenAIDatasetStd;
+  // Training augmentation, as open_clip's train transform: torchvision's RandomResizedCrop(size, scale, ratio,
+  // bicubic) instead of resize + center crop. The crop is drawn from the `seed` given with each image, so a
+  // sample gets the same crop whichever thread or process decodes it.
+  bool random_resized_crop = false;
+  std::array<double, 2> crop_scale{0.9, 1.0};              // open_clip's default AugmentationCfg.scale
+  std::array<double, 2> crop_ratio{3.0 / 4.0, 4.0 / 3.0};  // torchvision's default
 
   // uint8 [3, H, W] (RGB), [4, H, W] (RGBA: premultiplied resize), [1, H, W] or [H, W] -> float [3, size, size]
-  at::Tensor operator()(const at::Tensor& image) const;
+  at::Tensor operator()(const at::Tensor& image, uint64_t seed = 0) const;
+  // An encoded image (JPEG / PNG / BMP / GIF / WebP bytes; `name` for messages) -> float [3, size, size].
+  at::Tensor operator()(const void* data, size_t bytes, const std::string& name, uint64_t seed = 0) const;
   // Batches, preprocessed in parallel: files or uint8 images (of any sizes) -> float [N, 3, size, size].
   at::Tensor operator()(const std::vector<std::filesystem::path>& paths) const;
   at::Tensor operator()(const std::vector<at::Tensor>& images) const;

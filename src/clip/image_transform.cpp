@@ -1,4 +1,4 @@
-// Image decoding (stb_image) and OpenAI CLIP's preprocessing with Pillow's bicubic resampler.
+// Image decoding (stb_image, libwebp) and OpenAI CLIP's preprocessing with Pillow's bicubic resampler.
 #include <kclip/error.h>
 #include <kclip/image_transform.h>
 #include <kclip/runtime.h>
@@ -33,6 +33,10 @@
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #include <stb_image.h>
 #pragma GCC diagnostic pop
+
+#include <webp/decode.h>
+
+#include <random>
 
 namespace kclip {
 namespace {
@@ -219,9 +223,21 @@ Planes planes_of(const at::Tensor& image, const std::string& who, bool rgb = tru
   return p;
 }
 
-// OpenAI's _transform after decoding: Resize(size) of the shorter side, CenterCrop(size), ToTensor, Normalize;
-// writes float [3, size, size] to `out`.
-void transform_into(const Planes& image, const ImageTransform& t, float* out) {
+// Writes the centre size×size window of `image` (already resized), scaled to [0, 1] and normalised, to `out`.
+void normalize_into(const Planes& image, int64_t top, int64_t left, const ImageTransform& t, float* out) {
+  const int64_t s = t.size;
+  for (int64_t c = 0; c < 3; ++c) {
+    const uint8_t* src = image.plane(c);
+    for (int64_t y = 0; y < s; ++y)
+      for (int64_t x = 0; x < s; ++x) {
+        const float v = static_cast<float>(src[(top + y) * image.width + left + x]) / 255.0f;
+        out[(c * s + y) * s + x] = (v - t.mean[c]) / t.std[c];
+      }
+  }
+}
+
+// OpenAI's _transform after decoding: Resize(size) of the shorter side, CenterCrop(size), ToTensor, Normalize.
+void center_transform_into(const Planes& image, const ImageTransform& t, float* out) {
   const int64_t s = t.size;
   const int64_t short_side = std::min(image.height, image.width), long_side = std::max(image.height, image.width);
   const int64_t long_new = static_cast<int64_t>(static_cast<double>(s) * static_cast<double>(long_side) /
@@ -232,20 +248,60 @@ void transform_into(const Planes& image, const ImageTransform& t, float* out) {
   // torchvision's center_crop: int(round((H - size) / 2)) with Python's round-half-to-even
   const int64_t top = static_cast<int64_t>(std::nearbyint((h - s) / 2.0));
   const int64_t left = static_cast<int64_t>(std::nearbyint((w - s) / 2.0));
-  for (int64_t c = 0; c < 3; ++c) {
-    const uint8_t* src = resized.plane(c);
-    for (int64_t y = 0; y < s; ++y)
-      for (int64_t x = 0; x < s; ++x) {
-        const float v = static_cast<float>(src[(top + y) * w + left + x]) / 255.0f;
-        out[(c * s + y) * s + x] = (v - t.mean[c]) / t.std[c];
-      }
+  normalize_into(resized, top, left, t, out);
+}
+
+// torchvision's RandomResizedCrop.get_params with a generator of our own: ten tries at a window of random area
+// and aspect ratio, then the whole image clamped to the ratio range. Returns {top, left, height, width}.
+std::array<int64_t, 4> random_crop_window(int64_t height, int64_t width, const ImageTransform& t, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&rng](double lo, double hi) { return lo + (hi - lo) * (static_cast<double>(rng() >> 11) * 0x1.0p-53); };
+  auto below = [&rng](int64_t n) { return static_cast<int64_t>(rng() % static_cast<uint64_t>(n)); };  // [0, n)
+  const double area = static_cast<double>(height * width);
+  const double log_lo = std::log(t.crop_ratio[0]), log_hi = std::log(t.crop_ratio[1]);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * uniform(t.crop_scale[0], t.crop_scale[1]);
+    const double aspect = std::exp(uniform(log_lo, log_hi));
+    const auto w = static_cast<int64_t>(std::nearbyint(std::sqrt(target * aspect)));
+    const auto h = static_cast<int64_t>(std::nearbyint(std::sqrt(target / aspect)));
+    if (w > 0 && w <= width && h > 0 && h <= height) return {below(height - h + 1), below(width - w + 1), h, w};
   }
+  const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
+  int64_t w = width, h = height;
+  if (in_ratio < t.crop_ratio[0]) h = static_cast<int64_t>(std::nearbyint(static_cast<double>(w) / t.crop_ratio[0]));
+  else if (in_ratio > t.crop_ratio[1]) w = static_cast<int64_t>(std::nearbyint(static_cast<double>(h) * t.crop_ratio[1]));
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+Planes crop(const Planes& in, int64_t top, int64_t left, int64_t height, int64_t width) {
+  Planes out{in.channels, height, width, std::vector<uint8_t>(static_cast<size_t>(in.channels * height * width)),
+             in.resampling};
+  for (int64_t c = 0; c < in.channels; ++c)
+    for (int64_t y = 0; y < height; ++y)
+      std::memcpy(out.plane(c) + y * width, in.plane(c) + (top + y) * in.width + left, static_cast<size_t>(width));
+  return out;
+}
+
+// RandomResizedCrop (img.crop(window).resize((size, size), BICUBIC), as torchvision on PIL images), ToTensor,
+// Normalize.
+void random_crop_transform_into(const Planes& image, const ImageTransform& t, uint64_t seed, float* out) {
+  const auto [top, left, h, w] = random_crop_window(image.height, image.width, t, seed);
+  normalize_into(resize(crop(image, top, left, h, w), t.size, t.size), 0, 0, t, out);
+}
+
+void transform_into(const Planes& image, const ImageTransform& t, uint64_t seed, float* out) {
+  if (t.random_resized_crop) random_crop_transform_into(image, t, seed, out);
+  else center_transform_into(image, t, out);
 }
 
 void check_size(const ImageTransform& t) {
   if (t.size < 1) fail_value("ImageTransform: size {} must be positive", t.size);
   for (float sd : t.std)
     if (!(sd > 0)) fail_value("ImageTransform: std {} must be positive", sd);
+  if (t.random_resized_crop && !(0 < t.crop_scale[0] && t.crop_scale[0] <= t.crop_scale[1] && t.crop_scale[1] <= 1 &&
+                                 0 < t.crop_ratio[0] && t.crop_ratio[0] <= t.crop_ratio[1]))
+    fail_value("ImageTransform: crop scale ({}, {}) must satisfy 0 < lo <= hi <= 1 and ratio ({}, {}) 0 < lo <= hi",
+               t.crop_scale[0], t.crop_scale[1], t.crop_ratio[0], t.crop_ratio[1]);
 }
 
 // A JPEG cut short still decodes in stb_image (missing data reads as zeros): require the end-of-image marker
@@ -281,13 +337,40 @@ Resampling pillow_resampling(const uint8_t* b, size_t size) {
   return Resampling::kBicubic;
 }
 
+bool is_webp(const uint8_t* b, size_t size) {
+  return size >= 12 && std::memcmp(b, "RIFF", 4) == 0 && std::memcmp(b + 8, "WEBP", 4) == 0;
+}
+
+// Pillow opens a WebP as "RGBA" when it has alpha (resized premultiplied), else "RGB".
+Planes decode_webp(const uint8_t* bytes, size_t size, const std::string& name, bool keep_alpha) {
+  WebPBitstreamFeatures features;
+  if (WebPGetFeatures(bytes, size, &features) != VP8_STATUS_OK) fail("{}: cannot decode image: corrupt WebP header", name);
+  if (features.has_animation) fail("{}: animated WebP is not supported: expected a still image", name);
+  if (int64_t{features.width} * features.height > kMaxPixels)
+    fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, features.width, features.height,
+         kMaxPixels);
+  const bool alpha = keep_alpha && features.has_alpha;
+  const int channels = alpha ? 4 : 3;
+  int width = 0, height = 0;
+  uint8_t* pixels = alpha ? WebPDecodeRGBA(bytes, size, &width, &height) : WebPDecodeRGB(bytes, size, &width, &height);
+  if (!pixels) fail("{}: cannot decode image: corrupt WebP data", name);
+  Planes p{channels, height, width, {}, alpha ? Resampling::kPremultiplied : Resampling::kBicubic};
+  const int64_t n = int64_t{height} * width;
+  p.data.resize(static_cast<size_t>(channels * n));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c) p.data[c * n + i] = pixels[i * channels + c];
+  WebPFree(pixels);
+  return p;
+}
+
 Planes decode_planes(const void* data, size_t size, const std::string& name, bool keep_alpha = true) {
   const auto* bytes = static_cast<const uint8_t*>(data);
-  if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP or GIF image", name);
+  if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP, GIF or WebP image", name);
+  if (is_webp(bytes, size)) return decode_webp(bytes, size, name, keep_alpha);
   if (size > static_cast<size_t>(INT32_MAX)) fail("{}: {} bytes: too large for the image decoder", name, size);
   int width = 0, height = 0, components = 0;
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
-    fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP or GIF image)", name, stbi_failure_reason());
+    fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());
   if (int64_t{width} * height > kMaxPixels)
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
   if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_is_complete(bytes, size))
@@ -367,10 +450,17 @@ at::Tensor resize_bicubic(const at::Tensor& image, int64_t height, int64_t width
                                                                      : at::IntArrayRef{p.channels, height, width});
 }
 
-at::Tensor ImageTransform::operator()(const at::Tensor& image) const {
+at::Tensor ImageTransform::operator()(const at::Tensor& image, uint64_t seed) const {
   check_size(*this);
   at::Tensor out = at::empty({3, size, size}, at::kFloat);
-  transform_into(planes_of(image, "ImageTransform"), *this, out.data_ptr<float>());
+  transform_into(planes_of(image, "ImageTransform"), *this, seed, out.data_ptr<float>());
+  return out;
+}
+
+at::Tensor ImageTransform::operator()(const void* data, size_t bytes, const std::string& name, uint64_t seed) const {
+  check_size(*this);
+  at::Tensor out = at::empty({3, size, size}, at::kFloat);
+  transform_into(decode_planes(data, bytes, name), *this, seed, out.data_ptr<float>());
   return out;
 }
 
@@ -380,7 +470,7 @@ at::Tensor ImageTransform::operator()(const std::vector<std::filesystem::path>& 
   float* base = out.data_ptr<float>();
   parallel_for_each(static_cast<int64_t>(paths.size()), [&](int64_t i) {
     const auto bytes = read_file(paths[i]);
-    transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, base + i * 3 * size * size);
+    transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, 0, base + i * 3 * size * size);
   });
   return out;
 }
@@ -393,7 +483,7 @@ at::Tensor ImageTransform::operator()(const std::vector<at::Tensor>& images) con
   at::Tensor out = at::empty({static_cast<int64_t>(images.size()), 3, size, size}, at::kFloat);
   float* base = out.data_ptr<float>();
   parallel_for_each(static_cast<int64_t>(planes.size()),
-                    [&](int64_t i) { transform_into(planes[i], *this, base + i * 3 * size * size); });
+                    [&](int64_t i) { transform_into(planes[i], *this, 0, base + i * 3 * size * size); });
   return out;
 }
 

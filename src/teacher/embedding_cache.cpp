@@ -4,6 +4,7 @@
 #include <kclip/safetensors.h>
 
 #include "core/model_files.h"
+#include "data/csv.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -30,41 +31,6 @@ uint64_t caption_hash(const std::string& caption) {
 
 namespace {
 
-// RFC 4180 records: quoted fields may hold separators, newlines and doubled quotes.
-std::vector<std::vector<std::string>> parse_csv(const std::string& text, char separator, const std::string& where) {
-  std::vector<std::vector<std::string>> rows(1, std::vector<std::string>(1));
-  bool quoted = false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    std::string& field = rows.back().back();
-    if (quoted) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') field += '"', ++i;
-      else if (c == '"') quoted = false;
-      else field += c;
-    } else if (c == '"' && field.empty()) {
-      quoted = true;
-    } else if (c == separator) {
-      rows.back().emplace_back();
-    } else if (c == '\n' || c == '\r') {
-      if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') ++i;
-      rows.emplace_back(1);
-    } else {
-      field += c;
-    }
-  }
-  if (quoted) fail("{}: a quoted field is not closed", where);
-  while (!rows.empty() && rows.back().size() == 1 && rows.back()[0].empty()) rows.pop_back();
-  return rows;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string shard_name(int64_t index) { return fmt::format("shard-{:05d}.safetensors", index); }
 
 at::ScalarType cache_dtype(const std::string& name) {
@@ -77,7 +43,7 @@ at::ScalarType cache_dtype(const std::string& name) {
 
 std::vector<std::string> read_captions(const fs::path& path, const std::string& column, char separator) {
   const std::string where = path.string(), ext = path.extension().string();
-  const std::string text = read_file(path);
+  const std::string text = detail::read_text_file(path);
   if (separator == 0 && ext != ".csv" && ext != ".tsv") {  // plain text: one caption per non-empty line
     std::vector<std::string> captions;
     std::istringstream lines(text);
@@ -87,7 +53,7 @@ std::vector<std::string> read_captions(const fs::path& path, const std::string& 
     }
     return captions;
   }
-  auto rows = parse_csv(text, separator ? separator : (ext == ".tsv" ? '\t' : ','), where);
+  auto rows = detail::parse_csv(text, separator ? separator : (ext == ".tsv" ? '\t' : ','), where);
   if (rows.empty()) fail("{}: empty file: expected a header row", where);
   const auto& header = rows[0];
   const auto it = std::find(header.begin(), header.end(), column);
@@ -110,7 +76,7 @@ EmbeddingCache::EmbeddingCache(const fs::path& directory, const std::string& exp
   const std::string where = index_path.string();
   json index;
   try {
-    index = json::parse(read_file(index_path));
+    index = json::parse(detail::read_text_file(index_path));
   } catch (const json::parse_error& e) {
     fail("{}: not valid JSON: {}", where, e.what());
   }

@@ -102,7 +102,7 @@ void bind_llama(py::module_& m) {
             return teacher;
           },
           arg("path"), arg("tokenizer") = py::none(), arg("pooling") = "mean", arg("layer") = -1,
-          arg("max_length") = 512, arg("bos") = true, arg("normalize") = false, arg("token_budget") = 8192,
+          arg("max_length") = 0, arg("bos") = true, arg("normalize") = false, arg("token_budget") = 8192,
           arg("dtype") = py::none(), arg("device") = py::none())
       .def("embed_ids", &LlamaTeacher::embed_ids, arg("ids"), no_gil)
       .def(

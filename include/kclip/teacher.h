@@ -26,7 +26,9 @@ class Teacher {
 struct LlamaTeacherOptions {
   TORCH_ARG(std::string, pooling) = "mean";  // "mean" (over real tokens), "last" (last real token) or "first"
   TORCH_ARG(int64_t, layer) = -1;            // -1: after the final RMSNorm; l: output of block l
-  TORCH_ARG(int64_t, max_length) = 512;      // tokens per caption, BOS included; longer captions are truncated
+  // Tokens per caption, BOS included; longer captions are truncated. 0: the model's context length (and a token
+  // budget of at least that).
+  TORCH_ARG(int64_t, max_length) = 0;
   TORCH_ARG(bool, bos) = true;
   TORCH_ARG(bool, normalize) = false;        // L2-normalise each embedding
   TORCH_ARG(int64_t, token_budget) = 8192;   // padded tokens per forward batch

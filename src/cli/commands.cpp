@@ -1,4 +1,5 @@
-// The subcommands of `kclip`: version, info, inspect, convert.
+// The subcommands of `kclip`: version, info, inspect, convert, embed, cluster; train and plot are in
+// train_commands.cpp.
 #include "commands.h"
 
 #include "args.h"
@@ -169,7 +170,7 @@ int run_embed(const std::vector<std::string>& argv) {
                                     LlamaTeacherOptions()
                                         .pooling(args.get("pooling", "mean"))
                                         .layer(parse_int(args, "layer", -1))
-                                        .max_length(parse_int(args, "max-length", 512))
+                                        .max_length(parse_int(args, "max-length", 0))
                                         .normalize(args.has("normalize")));
   std::string dtype = args.get("dtype", "f16");
   std::transform(dtype.begin(), dtype.end(), dtype.begin(), ::toupper);
@@ -206,6 +207,14 @@ const std::vector<Command>& commands() {
        "K-means over embeddings (a .safetensors file or a directory of shards, tensor 'embeddings' by default); "
        "writes the centroids artifact",
        run_cluster},
+      {"train",
+       "--train-data DATA [--model tiny|bench-s|CONFIG.json|CKPT] [--teacher-cache DIR --concepts FILE] "
+       "[--alpha A --beta B --gamma G] [--batch-size B] [--epochs E] [--lr LR] [--logs DIR --name NAME] "
+       "[--resume latest] [--config FILE] ...",
+       "train a CLIP student with Knowledge-CLIP's objective (checkpoints, metrics, resume, torchrun)", run_train,
+       train_details},
+      {"plot", "METRICS.jsonl OUT.png [--python PY]",
+       "plot a run's loss terms and learning rate (needs matplotlib: Debian's python3-matplotlib)", run_plot},
   };
   return all;
 }

@@ -10,8 +10,14 @@ struct Command {
   const char* usage;
   const char* summary;
   int (*run)(const std::vector<std::string>& args);
+  std::string (*details)() = nullptr;  // more for --help: every option, when there are many
 };
 
 const std::vector<Command>& commands();
+
+// train_commands.cpp
+int run_train(const std::vector<std::string>& args);
+std::string train_details();
+int run_plot(const std::vector<std::string>& args);
 
 }  // namespace kclip::cli

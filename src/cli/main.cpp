@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (!rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {
       fmt::print("usage: kclip {} {}\n\n{}\n", command.name, command.usage, command.summary);
+      if (command.details) fmt::print("\n{}", command.details());
       return 0;
     }
     try {

@@ -4,10 +4,10 @@
 #include <kclip/runtime.h>
 
 #include "core/checks.h"
+#include "core/autocast.h"
 #include "core/model_files.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 #include <torch/autograd.h>
 #include <nlohmann/json.hpp>
@@ -186,31 +186,6 @@ CLIPTransformerImpl::CLIPTransformerImpl(int64_t width, int64_t layers, int64_t 
 
 namespace {
 
-// Autocast settings, saved in forward and restored for the recomputation in backward. LibTorch 2.4 replaced the
-// CUDA/CPU-specific calls by per-device ones (the old ones are deprecated).
-struct AutocastState {
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  bool cuda = at::autocast::is_autocast_enabled(at::kCUDA), cpu = at::autocast::is_autocast_enabled(at::kCPU);
-  at::ScalarType cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
-  at::ScalarType cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
-  void apply() const {
-    at::autocast::set_autocast_enabled(at::kCUDA, cuda);
-    at::autocast::set_autocast_enabled(at::kCPU, cpu);
-    at::autocast::set_autocast_dtype(at::kCUDA, cuda_dtype);
-    at::autocast::set_autocast_dtype(at::kCPU, cpu_dtype);
-  }
-#else
-  bool cuda = at::autocast::is_enabled(), cpu = at::autocast::is_cpu_enabled();
-  at::ScalarType cuda_dtype = at::autocast::get_autocast_gpu_dtype(), cpu_dtype = at::autocast::get_autocast_cpu_dtype();
-  void apply() const {
-    at::autocast::set_enabled(cuda);
-    at::autocast::set_cpu_enabled(cpu);
-    at::autocast::set_autocast_gpu_dtype(cuda_dtype);
-    at::autocast::set_autocast_cpu_dtype(cpu_dtype);
-  }
-#endif
-};
-
 // A residual block whose activations are not kept: forward runs without a graph, backward recomputes the block
 // from its saved input and backpropagates through the recomputation (parameters get their gradients there).
 struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
@@ -220,7 +195,7 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
     ctx->save_for_backward({x});
     ctx->saved_data["mask"] = *mask;
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
-    const AutocastState autocast;
+    const detail::AutocastState autocast;
     ctx->saved_data["autocast_cuda"] = autocast.cuda;
     ctx->saved_data["autocast_cpu"] = autocast.cpu;
     ctx->saved_data["autocast_cuda_dtype"] = static_cast<int64_t>(autocast.cuda_dtype);
@@ -233,8 +208,8 @@ struct CheckpointedBlock : torch::autograd::Function<CheckpointedBlock> {
                                                  torch::autograd::variable_list grad_output) {
     auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(ctx->saved_data["block"].toInt());
     const at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    const AutocastState outer;
-    AutocastState inner;
+    const detail::AutocastState outer;
+    detail::AutocastState inner;
     inner.cuda = ctx->saved_data["autocast_cuda"].toBool();
     inner.cpu = ctx->saved_data["autocast_cpu"].toBool();
     inner.cuda_dtype = static_cast<at::ScalarType>(ctx->saved_data["autocast_cuda_dtype"].toInt());

@@ -52,6 +52,10 @@ LlamaTeacher::LlamaTeacher(Llama model, std::shared_ptr<LlamaTokenizer> tokenize
                            std::string checkpoint)
     : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(std::move(options)),
       checkpoint_(std::move(checkpoint)) {
+  if (options_.max_length() == 0) {  // the model's own context; the token budget grows to hold one such caption
+    options_.max_length(model_->config().max_position_embeddings);
+    options_.token_budget(std::max(options_.token_budget(), options_.max_length()));
+  }
   const auto& o = options_;
   if (o.pooling() != "mean" && o.pooling() != "last" && o.pooling() != "first")
     fail_value("LlamaTeacher: pooling='{}': expected 'mean', 'last' or 'first'", o.pooling());

@@ -12,6 +12,8 @@ void bind_cluster(py::module_& m);  // cluster_bindings.cpp
 void bind_llama(py::module_& m);    // llama_bindings.cpp
 void bind_clip(py::module_& m);     // clip_bindings.cpp
 void bind_image(py::module_& m);    // image_bindings.cpp
+void bind_data(py::module_& m);     // data_bindings.cpp
+void bind_train(py::module_& m);    // train_bindings.cpp
 
 namespace {
 
@@ -62,6 +64,8 @@ PYBIND11_MODULE(_C, m) {
   bind_llama(m);
   bind_clip(m);
   bind_image(m);
+  bind_data(m);
+  bind_train(m);
 
   // runtime
   m.def("init", &kclip::init, "Set LibTorch's threads and check the BLAS (runs once; import kclip calls it).");

@@ -59,17 +59,39 @@ void bind_image(py::module_& m) {
   m.attr("OPENAI_DATASET_STD") = py::make_tuple(kOpenAIDatasetStd[0], kOpenAIDatasetStd[1], kOpenAIDatasetStd[2]);
 
   py::class_<ImageTransform>(m, "ImageTransform")
-      .def(py::init([](int64_t size, std::array<float, 3> mean, std::array<float, 3> std) {
-             return ImageTransform{size, mean, std};
+      .def(py::init([](int64_t size, std::array<float, 3> mean, std::array<float, 3> std, bool random_resized_crop,
+                       std::array<double, 2> crop_scale, std::array<double, 2> crop_ratio) {
+             return ImageTransform{size, mean, std, random_resized_crop, crop_scale, crop_ratio};
            }),
-           arg("size") = 224, arg("mean") = kOpenAIDatasetMean, arg("std") = kOpenAIDatasetStd)
+           arg("size") = 224, arg("mean") = kOpenAIDatasetMean, arg("std") = kOpenAIDatasetStd,
+           arg("random_resized_crop") = false, arg("crop_scale") = std::array<double, 2>{0.9, 1.0},
+           arg("crop_ratio") = std::array<double, 2>{3.0 / 4.0, 4.0 / 3.0})
       .def("__call__", &transform_any, arg("images"))
+      .def(
+          "apply",
+          [](const ImageTransform& t, const at::Tensor& image, uint64_t seed) {
+            py::gil_scoped_release release;
+            return t(image, seed);
+          },
+          arg("image"), arg("seed"), "One uint8 image; with random_resized_crop, `seed` draws the crop.")
       .def_readwrite("size", &ImageTransform::size)
       .def_readwrite("mean", &ImageTransform::mean)
       .def_readwrite("std", &ImageTransform::std)
-      .def(py::pickle([](const ImageTransform& t) { return py::make_tuple(t.size, t.mean, t.std); },
-                      [](const py::tuple& state) {
-                        return ImageTransform{state[0].cast<int64_t>(), state[1].cast<std::array<float, 3>>(),
-                                              state[2].cast<std::array<float, 3>>()};
-                      }));
+      .def_readwrite("random_resized_crop", &ImageTransform::random_resized_crop)
+      .def_readwrite("crop_scale", &ImageTransform::crop_scale)
+      .def_readwrite("crop_ratio", &ImageTransform::crop_ratio)
+      .def(py::pickle(
+          [](const ImageTransform& t) {
+            return py::make_tuple(t.size, t.mean, t.std, t.random_resized_crop, t.crop_scale, t.crop_ratio);
+          },
+          [](const py::tuple& state) {
+            ImageTransform t{state[0].cast<int64_t>(), state[1].cast<std::array<float, 3>>(),
+                             state[2].cast<std::array<float, 3>>()};
+            if (state.size() >= 6) {
+              t.random_resized_crop = state[3].cast<bool>();
+              t.crop_scale = state[4].cast<std::array<double, 2>>();
+              t.crop_ratio = state[5].cast<std::array<double, 2>>();
+            }
+            return t;
+          }));
 }

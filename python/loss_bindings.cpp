@@ -9,24 +9,9 @@
 
 namespace py = pybind11;
 using kclip::python::bind_module_common;
+using kclip::python::to_process_group;
 
 namespace {
-
-// None means torch.distributed's default group when it is initialised, else a single process (like open_clip).
-kclip::ProcessGroupPtr to_process_group(const py::object& group) {
-  py::object obj = group;
-  if (obj.is_none()) {
-    py::module_ dist = py::module_::import("torch.distributed");
-    if (!dist.attr("is_available")().cast<bool>() || !dist.attr("is_initialized")().cast<bool>()) return {};
-    obj = dist.attr("distributed_c10d").attr("_get_default_group")();
-  }
-  try {
-    return obj.cast<kclip::ProcessGroupPtr>();
-  } catch (const py::cast_error&) {
-    throw kclip::ValueError(fmt::format("process_group: expected a torch.distributed ProcessGroup or None, got {}",
-                                        py::repr(obj).cast<std::string>()));
-  }
-}
 
 kclip::ContrastiveLossOptions contrastive_options(double init_logit_scale, double max_logit_scale, bool learn,
                                                   bool local_loss, bool gather_with_grad, const py::object& group) {

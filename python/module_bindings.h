@@ -2,6 +2,7 @@
 // What every kclip torch::nn module offers in Python, with PyTorch's names: parameters(), named_parameters(),
 // buffers(), state_dict(), load_state_dict(), to(), train(), eval(), training, zero_grad(). Parameters are the
 // module's own tensors, so torch.optim updates them in place and gradients from loss.backward() land on them.
+#include <kclip/distributed.h>
 #include <kclip/error.h>
 
 #include <pybind11/pybind11.h>
@@ -56,6 +57,22 @@ inline void load_state_dict(torch::nn::Module& m, const py::dict& state, bool st
       throw ValueError(fmt::format("load_state_dict: '{}' has shape [{}], expected [{}]", name,
                                    fmt::join(source.sizes(), ", "), fmt::join(target->sizes(), ", ")));
     target->copy_(source);
+  }
+}
+
+// None means torch.distributed's default group when it is initialised, else a single process (like open_clip).
+inline ProcessGroupPtr to_process_group(const py::object& group) {
+  py::object obj = group;
+  if (obj.is_none()) {
+    py::module_ dist = py::module_::import("torch.distributed");
+    if (!dist.attr("is_available")().cast<bool>() || !dist.attr("is_initialized")().cast<bool>()) return {};
+    obj = dist.attr("distributed_c10d").attr("_get_default_group")();
+  }
+  try {
+    return obj.cast<ProcessGroupPtr>();
+  } catch (const py::cast_error&) {
+    throw ValueError(fmt::format("process_group: expected a torch.distributed ProcessGroup or None, got {}",
+                                 py::repr(obj).cast<std::string>()));
   }
 }
 

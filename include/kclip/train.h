@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -192,6 +193,10 @@ class Trainer {
   // A JSON record appended to metrics.jsonl by rank 0 (e.g. an evaluation).
   void log_metrics(const std::string& json_object);
 
+  // Called after every step of fit(), checkpoint included (e.g. an evaluation every N steps); an exception it
+  // throws stops fit().
+  std::function<void(const StepResult&)> on_step;
+
  private:
   void load_targets();
   void build_loss();
@@ -199,6 +204,7 @@ class Trainer {
   void name_run();
   void build_data();
   void open_run_dir();
+  StepResult run_loop();
   bool check_terms(const KnowledgeClipLossOutput& out, const at::Tensor& teacher);
   StepResult finish_step(const KnowledgeClipLossOutput& out, bool skip);
   void announce();

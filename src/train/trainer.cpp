@@ -446,6 +446,22 @@ StepResult Trainer::finish_step(const KnowledgeClipLossOutput&, bool skip) {
 // ---- the loop -------------------------------------------------------------------------------------------------
 
 StepResult Trainer::fit() {
+  try {
+    return run_loop();
+  } catch (const Error&) {
+    throw;
+  } catch (const ValueError&) {
+    throw;
+  } catch (const std::exception& e) {  // c10d / Gloo: a peer died or a collective timed out
+    if (world_size_ == 1) throw;
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    fail("rank {} of {}: a collective with the other ranks failed (a rank died, or none answered within "
+         "--dist-timeout {} s): {}", rank_, world_size_, config_.dist_timeout,
+         c10_error ? c10_error->what_without_backtrace() : e.what());
+  }
+}
+
+StepResult Trainer::run_loop() {
   if (!loader_) fail_value("Trainer.fit: the config names no train_data");
   open_run_dir();
   impl_->progress.configure(config_.progress && rank_ == 0, config_.log_every_n_steps);
@@ -478,6 +494,7 @@ StepResult Trainer::fit() {
     step_seconds += total;
     report(last, *batch, data, total, std::chrono::duration<double>(t2 - start).count(), start_step);
     if (!last.skipped && config_.save_every_n_steps > 0 && step_ % config_.save_every_n_steps == 0) save_checkpoint();
+    if (on_step) on_step(last);
   }
   if (impl_->last_saved_step != step_) save_checkpoint();
   if (rank_ == 0 && config_.progress) {

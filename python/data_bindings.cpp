@@ -164,6 +164,7 @@ void bind_data(py::module_& m) {
       .def_property_readonly("shards", &WebDataset::shards)
       .def_property_readonly("shard_sizes", &WebDataset::shard_sizes)
       .def_property_readonly("incomplete", &WebDataset::incomplete)
+      .def_property_readonly("damaged", &WebDataset::damaged)
       .def("describe", &WebDataset::describe)
       .def("__repr__", &WebDataset::describe);
 

@@ -79,6 +79,27 @@ void bind_train(py::module_& m) {
   m.def("learning_rate_at", &learning_rate_at, arg("config"), arg("step"), arg("total_steps"));
 
   py::class_<AdamW>(m, "AdamW", "AdamW over flat parameter buffers (the trainer's optimizer).")
+      .def(py::init([](const py::list& groups, std::pair<double, double> betas, double eps) {
+             std::vector<AdamW::Group> built;
+             for (const auto& item : groups) {
+               const auto group = item.cast<py::dict>();
+               AdamW::Group g;
+               g.weight_decay = group.contains("weight_decay") ? group["weight_decay"].cast<double>() : 0.0;
+               if (!group.contains("params")) throw ValueError("AdamW: each group needs 'params'");
+               const py::object params = group["params"];
+               if (py::isinstance<py::dict>(params)) {
+                 for (const auto& [name, t] : params.cast<py::dict>()) g.params.emplace_back(name.cast<std::string>(), t.cast<at::Tensor>());
+               } else {
+                 int64_t i = 0;
+                 for (const auto& t : params) g.params.emplace_back(fmt::format("param{}", i++), t.cast<at::Tensor>());
+               }
+               built.push_back(std::move(g));
+             }
+             return std::make_unique<AdamW>(std::move(built), betas.first, betas.second, eps);
+           }),
+           arg("groups"), arg("betas") = std::pair<double, double>{0.9, 0.999}, arg("eps") = 1e-8,
+           "groups: [{'params': {name: tensor} or [tensors], 'weight_decay': wd}]. The tensors move into flat buffers "
+           "(same tensor objects, same values); step(lr) updates them from their .grad.")
       .def("step", &AdamW::step, arg("lr"), no_gil)
       .def("zero_grad", &AdamW::zero_grad)
       .def("grad_norm", &AdamW::grad_norm)

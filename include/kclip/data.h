@@ -156,12 +156,15 @@ class WebDataset {
   std::string describe() const;
   const WebDatasetOptions& options() const { return options_; }
   int64_t incomplete() const { return incomplete_; }  // keys without an image or a caption, passed over
+  // Shards that cannot be read to the end (the error of each); their sizes count the samples before the damage.
+  const std::vector<std::string>& damaged() const { return damaged_; }
 
  private:
   std::vector<std::string> shards_;
   std::vector<int64_t> sizes_;
   WebDatasetOptions options_;
   int64_t incomplete_ = 0;
+  std::vector<std::string> damaged_;
 };
 
 // Where a loader stands: the next sample position of this rank's epoch order. Checkpointed per rank.

@@ -27,6 +27,7 @@ class TarSampleReader {
  private:
   bool read_header();  // the next regular file into pending_name_; false at the end
   std::string read_data(const std::string& name);
+  void skip_data(const std::string& name);
 
   std::string shard_;
   WebDatasetOptions options_;

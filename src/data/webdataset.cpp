@@ -151,6 +151,12 @@ std::string TarSampleReader::read_data(const std::string& name) {
   return data;
 }
 
+void TarSampleReader::skip_data(const std::string& name) {
+  if (archive_read_data_skip(archive_) < ARCHIVE_WARN)
+    fail("{}: member '{}' cannot be read: {}", shard_, name,
+         archive_error_string(archive_) ? archive_error_string(archive_) : "truncated archive");
+}
+
 std::optional<Sample> TarSampleReader::next() {
   Sample sample;
   std::string current;
@@ -180,12 +186,12 @@ std::optional<Sample> TarSampleReader::next() {
     if (!has_image && std::find(images.begin(), images.end(), ext) != images.end()) {
       has_image = true;
       if (read_images_) sample.image_bytes = read_data(pending_name_);
-      else archive_read_data_skip(archive_);
+      else skip_data(pending_name_);
     } else if (ext == options_.caption_extension()) {
       has_caption = true;
       sample.caption = trim(read_data(pending_name_));
     } else {
-      archive_read_data_skip(archive_);
+      skip_data(pending_name_);
     }
   }
   if (have && has_image && has_caption) return sample;
@@ -204,12 +210,16 @@ WebDataset::WebDataset(const std::string& pattern, WebDatasetOptions options) : 
   if (options_.shuffle_buffer() < 0) fail_value("WebDataset: shuffle_buffer {} must be >= 0", options_.shuffle_buffer());
   shards_ = expand_braces(pattern);
   if (shards_.empty()) fail_value("WebDataset: pattern '{}' names no shard", pattern);
-  for (const auto& shard : shards_) {
-    detail::TarSampleReader reader(shard, options_, /*read_images=*/false);
+  for (const auto& shard : shards_) {  // a damaged shard counts the samples before the damage
     int64_t n = 0;
-    while (reader.next()) ++n;
+    try {
+      detail::TarSampleReader reader(shard, options_, /*read_images=*/false);
+      while (reader.next()) ++n;
+      incomplete_ += reader.incomplete();
+    } catch (const Error& e) {
+      damaged_.push_back(e.what());
+    }
     sizes_.push_back(n);
-    incomplete_ += reader.incomplete();
   }
   if (size() == 0) fail("{}: no complete samples (each needs an image {} and a .{} caption)", pattern,
                         fmt::join(options_.image_extensions(), "/"), options_.caption_extension());
@@ -222,8 +232,9 @@ int64_t WebDataset::size() const {
 }
 
 std::string WebDataset::describe() const {
-  return fmt::format("webdataset {} shard{} ({} samples{})", shards_.size(), shards_.size() == 1 ? "" : "s", size(),
-                     incomplete_ ? fmt::format(", {} incomplete keys passed over", incomplete_) : "");
+  return fmt::format("webdataset {} shard{} ({} samples{}{})", shards_.size(), shards_.size() == 1 ? "" : "s", size(),
+                     incomplete_ ? fmt::format(", {} incomplete keys passed over", incomplete_) : "",
+                     damaged_.empty() ? "" : fmt::format(", {} damaged shard(s): {}", damaged_.size(), damaged_[0]));
 }
 
 }  // namespace kclip

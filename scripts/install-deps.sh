@@ -17,6 +17,8 @@ packages=(
   python3-dev python3-pybind11 python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel python3-venv
   # reference peers for tests and benchmarks: scikit-learn (K-means, metrics), faiss, Fashion-MNIST
   python3-sklearn python3-faiss dataset-fashion-mnist
+  # the training benchmark's reference (torchvision transforms) and `kclip plot`
+  python3-torchvision python3-matplotlib
   # an independent CLIP tokenizer for the differential tests uses the `regex` package
   python3-regex
   # Pillow: the reference for image resizing in the preprocessing tests

@@ -98,9 +98,8 @@ ProcessGroupPtr as_group(BackendPtr backend, const c10::intrusive_ptr<c10d::Stor
 #endif
 }
 
-}  // namespace
-
-ProcessGroupPtr init_process_group_from_env(const std::string& backend, double timeout_seconds) {
+// torchrun's rendezvous: the TCPStore, then the backend.
+ProcessGroupPtr connect(const std::string& backend, double timeout_seconds) {
   const int64_t world = env_int("WORLD_SIZE", 1);
   if (world <= 1) return {};
   const int64_t rank = env_int("RANK", -1);
@@ -147,6 +146,24 @@ ProcessGroupPtr init_process_group_from_env(const std::string& backend, double t
 #endif
   }
   fail_value("process group backend '{}': expected gloo or nccl", backend);
+}
+
+}  // namespace
+
+// Connection failures (a peer that never comes, a port in use) become one error naming the rendezvous.
+ProcessGroupPtr init_process_group_from_env(const std::string& backend, double timeout_seconds) {
+  try {
+    return connect(backend, timeout_seconds);
+  } catch (const Error&) {
+    throw;
+  } catch (const ValueError&) {
+    throw;
+  } catch (const std::exception& e) {
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    fail("rank {} of {}: cannot form the {} process group at {}:{} within {} s: {}", env("RANK", "?"),
+         env("WORLD_SIZE", "?"), backend, env("MASTER_ADDR", "?"), env("MASTER_PORT", "?"), timeout_seconds,
+         c10_error ? c10_error->what_without_backtrace() : e.what());
+  }
 }
 
 void all_reduce_mean_(const std::vector<at::Tensor>& tensors, const ProcessGroupPtr& group, int64_t bucket_bytes) {

@@ -187,13 +187,16 @@ void TrainConfig::set(const std::string& key, const std::string& value) {
     f.set(*this, json(value), "option");
     return;
   }
+  std::string flag = "--" + std::string(f.name);
+  for (char& c : flag)
+    if (c == '_') c = '-';
   json v;
   try {
     v = json::parse(value);
   } catch (const json::parse_error&) {
-    fail_value("--{} '{}': expected {}", key, value, f.flag ? "true or false" : "a number");
+    fail_value("{} '{}': expected {}", flag, value, f.flag ? "true or false" : "a number");
   }
-  f.set(*this, v, "--" + key);
+  f.set(*this, v, flag);
 }
 
 std::string TrainConfig::get(const std::string& key) const { return find(key).get(*this).dump(); }

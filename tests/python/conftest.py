@@ -32,7 +32,7 @@ def shared():
     return locate
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kclip_cli() -> pathlib.Path:
     path = BUILD / "kclip"
     if not path.exists():

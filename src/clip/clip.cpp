@@ -290,14 +290,16 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
                ids.defined() ? detail::shape_of(ids) : "undefined", config_.context_length);
   if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= config_.vocab_size))
     fail_value("CLIP.encode_text: token ids must lie in [0, {})", config_.vocab_size);
-  const int64_t t = ids.size(1);
-  const at::Tensor tokens = ids.to(token_embedding->weight.device());
+  // The text feature is taken at the end-of-text token, the highest id in each row (as OpenAI does). Under the
+  // causal mask no position after the batch's last end-of-text token reaches a feature: they are not computed
+  // (padding is most of a 77-token context), which leaves every feature and gradient as it was.
+  const at::Tensor eot = ids.argmax(1);
+  const int64_t t = ids.size(0) ? eot.max().item<int64_t>() + 1 : ids.size(1);
+  const at::Tensor tokens = ids.narrow(1, 0, t).to(token_embedding->weight.device());
   at::Tensor x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, t);
   x = transformer->forward(x, causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()));
-  x = norm32(ln_final, x);
-  // The text feature is taken at the end-of-text token, the highest id in each row (as OpenAI does).
-  at::Tensor eot = tokens.argmax(1);
-  return x.index({at::arange(x.size(0), eot.options()), eot}).matmul(text_projection);
+  x = x.index({at::arange(x.size(0), tokens.options()), eot.to(tokens.device())});
+  return norm32(ln_final, x).matmul(text_projection);
 }
 
 std::pair<at::Tensor, at::Tensor> CLIPImpl::forward(const at::Tensor& pixels, const at::Tensor& ids) {

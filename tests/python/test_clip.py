@@ -149,3 +149,26 @@ def test_released_architectures_have_openais_parameter_counts():
     for name, count in released.items():
         model = kclip.CLIP(kclip.CLIPConfig.named(name))
         assert sum(p.numel() for p in model.parameters()) == count, name
+
+
+def test_text_features_do_not_depend_on_padding_after_the_last_end_of_text():
+    """encode_text skips the positions after the batch's last end-of-text token (the causal mask keeps them from
+    every feature): a batch of short captions gives the features it gives beside a caption filling the context."""
+    torch.manual_seed(0)
+    model = kclip.CLIP(kclip.CLIPConfig.named("tiny"))
+    short = torch.zeros(3, 77, dtype=torch.long)
+    short[:, 0] = 49406
+    short[:, 1:6] = torch.randint(1, 40000, (3, 5))
+    short[:, 6] = 49407
+    full = torch.randint(1, 40000, (1, 77))
+    full[0, 0], full[0, 76] = 49406, 49407
+    alone = model.encode_text(short)
+    beside = model.encode_text(torch.cat([short, full]))[:3]
+    assert torch.allclose(alone, beside, atol=1e-6)
+    (alone.sum() * 2).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters().items() if p.grad is not None}
+    model.zero_grad()
+    (beside.sum() * 2).backward()
+    for k, p in model.named_parameters().items():
+        if k in grads:
+            assert torch.allclose(grads[k], p.grad, atol=1e-5), k

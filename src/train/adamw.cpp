@@ -122,9 +122,9 @@ void AdamW::zero_grad() {
 
 double AdamW::grad_norm() {
   sync_grads();
-  double sum = 0;
+  double sum = 0;  // per buffer in its own precision (torch's norm sums pairwise), across buffers in double
   for (const auto& g : grads_)
-    if (g.numel()) sum += g.to(at::kDouble).pow(2).sum().item<double>();
+    if (g.numel()) sum += std::pow(g.norm().item<double>(), 2);
   return std::sqrt(sum);
 }
 

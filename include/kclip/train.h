@@ -206,6 +206,7 @@ class Trainer {
   void open_run_dir();
   StepResult run_loop();
   bool check_terms(const KnowledgeClipLossOutput& out, const at::Tensor& teacher);
+  void backward(const at::Tensor& loss, bool last_pass);
   StepResult finish_step(const KnowledgeClipLossOutput& out, bool skip);
   void announce();
   void report(const StepResult& result, const Batch& batch, double data_seconds, double step_seconds, double elapsed,

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <utility>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -197,6 +198,7 @@ void Trainer::freeze_and_group() {
   }
   optimizer_ = std::make_unique<AdamW>(std::vector<AdamW::Group>{std::move(decay), std::move(no_decay)}, config_.beta1,
                                        config_.beta2, config_.eps);
+  if (world_size_ > 1) impl_->reducer = std::make_unique<detail::GradientReducer>(*optimizer_, group_);
 }
 
 // The run's name (a timestamp unless given) is rank 0's, so that every rank writes to the same place.
@@ -329,7 +331,7 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
       out = loss_->forward(model_->encode_image(x), model_->encode_text(ids), target, labels);
     }
     skip = check_terms(out, target);
-    if (!skip) out.total.backward();
+    if (!skip) backward(out.total, true);
   } else {
     // open_clip's accumulation: features of every micro-batch without a graph, then each micro-batch again with
     // one, the loss over all of them; the gradients of the micro-batches add up to the full batch's.
@@ -352,16 +354,19 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
         out = loss_->forward(at::cat(images_j), at::cat(texts_j), target, labels);
       }
       skip = check_terms(out, target);
-      if (!skip) out.total.backward();
+      if (!skip) backward(out.total, j == n - 1);
     }
-    // The loss modules' own parameters see the whole loss in every micro-batch's backward: count them once.
-    if (!skip) {
-      at::NoGradGuard no_grad;
-      for (auto& p : loss_->parameters())
-        if (p.grad().defined()) p.mutable_grad().div_(static_cast<double>(n));
-    }
+    // The loss modules' own parameters see the whole loss in every micro-batch's backward: counted once after
+    // the gradients are reduced (dividing commutes with the all-reduce).
+    impl_->loss_grad_divisor = n;
   }
   return finish_step(out, skip);
+}
+
+// With several ranks, the gradients of the last pass are all-reduced bucket by bucket while backward runs.
+void Trainer::backward(const at::Tensor& loss, bool last_pass) {
+  if (impl_->reducer) impl_->reducer->prepare(last_pass);
+  loss.backward();
 }
 
 // The loss terms are finite on every rank, or the step is stopped (error) or skipped (counted), as configured.
@@ -403,13 +408,19 @@ bool Trainer::check_terms(const KnowledgeClipLossOutput& out, const at::Tensor& 
 
 StepResult Trainer::finish_step(const KnowledgeClipLossOutput&, bool skip) {
   StepResult result;
+  const int64_t divisor = std::exchange(impl_->loss_grad_divisor, 1);
   result.loss = impl_->term_means[0];
   result.contrastive = impl_->term_means[1];
   result.distillation = impl_->term_means[2];
   result.concept = impl_->term_means[3];
   if (!skip) {
+    if (impl_->reducer) impl_->reducer->finish();
     optimizer_->sync_grads();
-    all_reduce_mean_(optimizer_->grads(), group_);
+    if (divisor > 1) {
+      at::NoGradGuard no_grad;
+      for (auto& p : loss_->parameters())
+        if (p.grad().defined()) p.mutable_grad().div_(static_cast<double>(divisor));
+    }
     result.grad_norm = optimizer_->grad_norm();  // equal on every rank after the all-reduce
     if (!std::isfinite(result.grad_norm)) {
       const std::string name = optimizer_->first_nonfinite_grad();

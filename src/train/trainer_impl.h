@@ -3,6 +3,7 @@
 #include <kclip/train.h>
 
 #include "train/metrics.h"
+#include "train/reducer.h"
 
 #include <array>
 #include <memory>
@@ -23,6 +24,9 @@ struct Trainer::Impl {
   int lock_fd = -1;  // flock on LOGS/NAME/.lock, held by rank 0 while the trainer lives
   detail::MetricsLog metrics;
   detail::ProgressDisplay progress;
+
+  std::unique_ptr<detail::GradientReducer> reducer;  // with more than one rank
+  int64_t loss_grad_divisor = 1;  // accumulation: the loss modules' gradients were summed over micro-batches
 
   std::array<double, 4> term_means{};  // total, contrastive, distillation, concept of the last step, over ranks
   std::string last_skip_reason;

@@ -75,8 +75,13 @@ def test_two_ranks_match_one_rank_with_the_whole_batch(targets, kclip_cli):
     two = subprocess.run(torchrun(2) + [str(kclip_cli), *args(targets, "two", 4)], capture_output=True, text=True,
                          env=ENV, timeout=300)
     assert two.returncode == 0, two.stderr
+    # and with accumulation: 2 ranks x 2 micro-batches of 2 (gradients all-reduced during the last backward pass)
+    accumulated = subprocess.run(torchrun(2) + [str(kclip_cli), *args(targets, "two_accum", 2), "--accum-freq", "2"],
+                                 capture_output=True, text=True, env=ENV, timeout=300)
+    assert accumulated.returncode == 0, accumulated.stderr
     one, both = weights(targets, "one"), weights(targets, "two")
     assert difference(one, both) <= 1e-5
+    assert difference(one, weights(targets, "two_accum")) <= 1e-5
     # ... while the three steps moved the weights by far more than that
     start = kclip.Trainer(kclip.TrainConfig(model="tiny", seed=0, alpha=0, beta=0)).model.state_dict()
     assert max((one[k] - start[k]).abs().max().item() for k in start if k != "logit_scale") > 1e-3

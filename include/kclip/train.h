@@ -207,6 +207,7 @@ class Trainer {
   StepResult run_loop();
   bool check_terms(const KnowledgeClipLossOutput& out, const at::Tensor& teacher);
   void backward(const at::Tensor& loss, bool last_pass);
+  std::pair<at::Tensor, at::Tensor> encode(const at::Tensor& images, const at::Tensor& text);
   StepResult finish_step(const KnowledgeClipLossOutput& out, bool skip);
   void announce();
   void report(const StepResult& result, const Batch& batch, double data_seconds, double step_seconds, double elapsed,

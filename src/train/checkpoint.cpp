@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fcntl.h>
 #include <mutex>
@@ -94,6 +95,15 @@ void load_module_state(torch::nn::Module& m, const TensorDict& state, const std:
   for (auto& t : targets) t.value().copy_(state[t.key()]);
 }
 
+// The figures of the step the checkpoint follows (terms not computed are left out: JSON has no NaN).
+json last_step_json(const StepResult& r) {
+  json j = {{"step", r.step}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"logit_scale", r.logit_scale}};
+  for (auto [key, value] : {std::pair{"loss", r.loss}, {"contrastive", r.contrastive}, {"distillation", r.distillation},
+                            {"concept", r.concept}})
+    if (std::isfinite(value)) j[key] = value;
+  return j;
+}
+
 void check_finite(torch::nn::Module& m, const char* what, int64_t step) {
   for (const auto& p : m.named_parameters())
     if (!at::isfinite(p.value()).all().item<bool>())
@@ -150,6 +160,7 @@ fs::path Trainer::save_checkpoint() {
                       {"total_steps", impl_->total_steps},
                       {"steps_per_epoch", impl_->steps_per_epoch},
                       {"rng", to_hex(rng)},
+                      {"last_step", last_step_json(impl_->last_result)},
                       {"config", json::parse(config_.to_json())}};
   detail::write_text_atomically(temp / "trainer_state.json", state.dump(2) + "\n");
   for (const char* file : {"model.safetensors", "loss.safetensors", "optimizer.safetensors", "trainer_state.json"})

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <tuple>
 #include <utility>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -326,10 +327,8 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
   KnowledgeClipLossOutput out;
   bool skip = false;
   if (n == 1) {
-    {
-      detail::AutocastGuard autocast(device_.type(), at::kBFloat16, impl_->autocast);
-      out = loss_->forward(model_->encode_image(x), model_->encode_text(ids), target, labels);
-    }
+    auto [image_features, text_features] = encode(x, ids);
+    out = loss_->forward(image_features, text_features, target, labels);
     skip = check_terms(out, target);
     if (!skip) backward(out.total, true);
   } else {
@@ -339,20 +338,12 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
     std::vector<at::Tensor> image_features(static_cast<size_t>(n)), text_features(static_cast<size_t>(n));
     {
       at::NoGradGuard no_grad;
-      detail::AutocastGuard autocast(device_.type(), at::kBFloat16, impl_->autocast);
-      for (int64_t i = 0; i < n; ++i) {
-        image_features[i] = model_->encode_image(xs[i]);
-        text_features[i] = model_->encode_text(ts[i]);
-      }
+      for (int64_t i = 0; i < n; ++i) std::tie(image_features[i], text_features[i]) = encode(xs[i], ts[i]);
     }
     for (int64_t j = 0; j < n && !skip; ++j) {
       auto images_j = image_features, texts_j = text_features;
-      {
-        detail::AutocastGuard autocast(device_.type(), at::kBFloat16, impl_->autocast);
-        images_j[j] = model_->encode_image(xs[j]);
-        texts_j[j] = model_->encode_text(ts[j]);
-        out = loss_->forward(at::cat(images_j), at::cat(texts_j), target, labels);
-      }
+      std::tie(images_j[j], texts_j[j]) = encode(xs[j], ts[j]);
+      out = loss_->forward(at::cat(images_j), at::cat(texts_j), target, labels);
       skip = check_terms(out, target);
       if (!skip) backward(out.total, j == n - 1);
     }
@@ -361,6 +352,13 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
     impl_->loss_grad_divisor = n;
   }
   return finish_step(out, skip);
+}
+
+// Both towers, under bfloat16 autocast with --precision amp_bf16; the features come out in float32, so that the
+// loss (and the teacher targets it compares with) stays in float32.
+std::pair<at::Tensor, at::Tensor> Trainer::encode(const at::Tensor& images, const at::Tensor& text) {
+  detail::AutocastGuard autocast(device_.type(), at::kBFloat16, impl_->autocast);
+  return {model_->encode_image(images).to(at::kFloat), model_->encode_text(text).to(at::kFloat)};
 }
 
 // With several ranks, the gradients of the last pass are all-reduced bucket by bucket while backward runs.
@@ -451,6 +449,7 @@ StepResult Trainer::finish_step(const KnowledgeClipLossOutput&, bool skip) {
   }
   result.logit_scale = std::exp(model_->logit_scale.item<double>());
   result.step = ++step_;
+  impl_->last_result = result;
   return result;
 }
 

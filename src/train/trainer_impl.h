@@ -28,6 +28,7 @@ struct Trainer::Impl {
   std::unique_ptr<detail::GradientReducer> reducer;  // with more than one rank
   int64_t loss_grad_divisor = 1;  // accumulation: the loss modules' gradients were summed over micro-batches
 
+  StepResult last_result;  // the last step's figures, kept in checkpoints
   std::array<double, 4> term_means{};  // total, contrastive, distillation, concept of the last step, over ranks
   std::string last_skip_reason;
   int64_t last_saved_step = -1;

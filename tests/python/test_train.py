@@ -195,6 +195,17 @@ def test_each_loss_term_alone_and_together(tmp_path, weights):
         kclip.TrainConfig(alpha=0, beta=0, gamma=0).validate()
 
 
+def test_bfloat16_autocast_steps(tmp_path):
+    trainer = kclip.Trainer(precision="amp_bf16", alpha=1.0, beta=0.5, teacher_dim=12, num_concepts=4, max_steps=3,
+                            logs=str(tmp_path), progress=False)
+    images, text = random_batch()
+    before = state(trainer.model)
+    steps = [trainer.train_step(images, text, torch.randn(8, 12), torch.randint(0, 4, (8,))) for _ in range(3)]
+    assert all(math.isfinite(s["loss"]) and not s["skipped"] for s in steps)
+    assert all(v.dtype == torch.float32 for v in trainer.model.state_dict().values())  # weights stay float32
+    assert max_difference(before, state(trainer.model)) > 0
+
+
 def test_accumulation_gives_the_full_batch_gradient(tmp_path):
     images, text = random_batch(16)
     teacher, concepts = torch.randn(16, 12), torch.softmax(torch.randn(16, 4), 1)
@@ -251,6 +262,9 @@ def test_fit_writes_checkpoints_metrics_and_prunes(tmp_path, kclip_cli):
     assert all(isinstance(r["loss"], float) and math.isfinite(r["loss"]) for r in records)
     assert {"lr", "contrastive", "logit_scale", "images_per_s", "data_wait", "memory_mb", "epoch"} <= records[0].keys()
     assert json.loads((tmp_path / "logs/run/config.json").read_text())["batch_size"] == 8
+    saved = json.loads((last / "trainer_state.json").read_text())
+    assert saved["step"] == 15 and saved["last_step"]["loss"] == pytest.approx(records[-1]["loss"])
+    assert saved["cursors"] == [[2, 40, 5, 0]] and saved["config"]["epochs"] == 3  # epoch 2 read to its end
     out = subprocess.run([kclip_cli, "plot", tmp_path / "logs/run/metrics.jsonl", tmp_path / "loss.png"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -38,6 +38,8 @@ def flickr(shared, tmp_path_factory, kclip_cli):
                     tar.addfile(info, io.BytesIO(data))
     subprocess.run([kclip_cli, "embed", "--teacher", teacher, "--tokenizer", tokenizer, "--captions",
                     work / "pairs.csv", "--out", work / "cache", "--quiet"], check=True)
+    # kclip embed takes the teacher's own context (256 for stories15M) when --max-length is not given
+    assert "max_length=256" in kclip.EmbeddingCache(str(work / "cache")).teacher_id
     subprocess.run([kclip_cli, "cluster", "--embeddings", work / "cache", "--k", "16", "--metric", "cosine",
                     "--out", work / "concepts.safetensors"], check=True, capture_output=True)
     return work

@@ -39,6 +39,16 @@ py::dict batch_dict(Batch&& b) {
   return d;
 }
 
+py::object next_batch(DataLoader& loader) {
+  std::optional<Batch> b;
+  {
+    py::gil_scoped_release release;
+    b = loader.next();
+  }
+  if (!b) return py::none();
+  return batch_dict(std::move(*b));
+}
+
 py::dict cursor_dict(const DataCursor& c) {
   py::dict d;
   d["epoch"] = c.epoch;
@@ -220,26 +230,13 @@ void bind_data(py::module_& m) {
            arg("transform") = py::none(), arg("tokenizer") = py::none(), arg("context_length") = 77,
            arg("teacher_cache") = py::none(), arg("concepts") = py::none(), arg("concept_temperature") = 0.05,
            arg("concept_top_k") = 0, arg("pin_memory") = false)
-      .def("next",
-           [](DataLoader& l) -> py::object {
-             std::optional<Batch> b;
-             {
-               py::gil_scoped_release release;
-               b = l.next();
-             }
-             if (!b) return py::none();
-             return batch_dict(std::move(*b));
-           })
+      .def("next", [](DataLoader& l) { return next_batch(l); }, "The next batch of the epoch, None at its end.")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__",
            [](DataLoader& l) {
-             std::optional<Batch> b;
-             {
-               py::gil_scoped_release release;
-               b = l.next();
-             }
-             if (!b) throw py::stop_iteration();
-             return batch_dict(std::move(*b));
+             py::object batch = next_batch(l);
+             if (batch.is_none()) throw py::stop_iteration();
+             return batch;
            })
       .def("__len__", &DataLoader::batches_per_epoch)
       .def("end_epoch", &DataLoader::end_epoch)

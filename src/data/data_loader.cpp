@@ -230,6 +230,10 @@ struct DataLoader::Impl {
   std::unordered_map<uint64_t, int64_t> concept_row;
   std::vector<float> concept_rows;
 
+  Impl(DataLoaderOptions o, std::shared_ptr<const ClipTokenizer> t, TeacherTargets targets_)
+      : options(std::move(o)), tokenizer(std::move(t)), targets(std::move(targets_)) {
+    validate();
+  }
   ~Impl() { stop(); }
 
   void validate() {
@@ -565,26 +569,18 @@ struct DataLoader::Impl {
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, DataLoaderOptions options,
                        std::shared_ptr<const ClipTokenizer> tokenizer, TeacherTargets targets)
-    : impl_(std::make_unique<Impl>()) {
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(tokenizer), std::move(targets))) {
   if (!dataset) fail_value("DataLoader: no data set");
   impl_->dataset = std::move(dataset);
-  impl_->options = std::move(options);
-  impl_->tokenizer = std::move(tokenizer);
-  impl_->targets = std::move(targets);
-  impl_->validate();
   impl_->plan_map();
   impl_->check_captions_cached();
 }
 
 DataLoader::DataLoader(std::shared_ptr<const WebDataset> web, DataLoaderOptions options,
                        std::shared_ptr<const ClipTokenizer> tokenizer, TeacherTargets targets)
-    : impl_(std::make_unique<Impl>()) {
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(tokenizer), std::move(targets))) {
   if (!web) fail_value("DataLoader: no data set");
   impl_->web = std::move(web);
-  impl_->options = std::move(options);
-  impl_->tokenizer = std::move(tokenizer);
-  impl_->targets = std::move(targets);
-  impl_->validate();
   impl_->plan_web();
 }
 

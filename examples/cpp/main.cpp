@@ -1,5 +1,6 @@
 // Saves a small torch::nn model's parameters as safetensors with kclip, loads them back into a fresh model,
-// and checks both models compute the same thing; then preprocesses an image and tokenizes a caption for CLIP.
+// and checks both models compute the same thing; then preprocesses an image and tokenizes a caption for CLIP, and
+// takes three steps of kclip's trainer (contrastive term only) on a random batch.
 // With a path argument it lists that checkpoint instead.
 //
 //   kclip_example                    # round trip in a temporary directory
@@ -39,7 +40,24 @@ int main(int argc, char** argv) try {
     const torch::Tensor ids = kclip::ClipTokenizer()({"a photo of a cat"}, 8);
     std::printf("CLIP tokens of 'a photo of a cat': %s\n", c10::str(ids[0]).c_str());
   }
-  return same ? 0 : 1;
+
+  // The trainer's custom-loop entry: train_step on batches from anywhere (here one random batch, three times).
+  kclip::TrainConfig config;
+  config.model = "tiny";                 // configs/tiny.json, installed with the package
+  config.alpha = config.beta = 0;        // contrastive only: no teacher needed
+  config.max_steps = 3;
+  config.warmup = 1;
+  config.logs = (std::filesystem::temp_directory_path() / "kclip_example_runs").string();
+  config.progress = false;
+  kclip::Trainer trainer(config);
+  torch::Tensor images = torch::randn({8, 3, 64, 64}), text = torch::zeros({8, 77}, torch::kLong);
+  text.select(1, 0).fill_(49406);
+  text.slice(1, 1, 4).copy_(torch::randint(1, 40000, {8, 3}));
+  text.select(1, 4).fill_(49407);
+  std::vector<double> losses;
+  for (int i = 0; i < 3; ++i) losses.push_back(trainer.train_step(images, text).loss);
+  std::printf("Trainer: 3 steps, loss %.4f -> %.4f\n", losses.front(), losses.back());
+  return same && losses.back() < losses.front() ? 0 : 1;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "kclip_example: %s\n", e.what());
   return 2;

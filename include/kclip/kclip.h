@@ -4,6 +4,7 @@
 #include <kclip/clip_tokenizer.h>
 #include <kclip/cluster.h>
 #include <kclip/cluster_metrics.h>
+#include <kclip/data.h>
 #include <kclip/distributed.h>
 #include <kclip/embedding_cache.h>
 #include <kclip/error.h>
@@ -17,4 +18,5 @@
 #include <kclip/runtime.h>
 #include <kclip/safetensors.h>
 #include <kclip/teacher.h>
+#include <kclip/train.h>
 #include <kclip/version.h>

@@ -317,6 +317,7 @@ StepResult Trainer::train_step(const at::Tensor& images, const at::Tensor& text,
   check_batch(images, text, teacher, concepts, config_, *loss_);
   if (config_.lr_scheduler == "cosine" && impl_->total_steps == 0)
     fail_value("Trainer.train_step: the cosine schedule needs its length: set max_steps (or train_data)");
+  at::AutoGradMode grad_mode(true);  // a caller's no-grad scope (torch.no_grad, NoGradGuard) does not reach the step
   model_->train();
   loss_->train();
   const bool async = device_.is_cuda();

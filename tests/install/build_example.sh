@@ -15,3 +15,4 @@ out=$("$work/build/kclip_example")
 echo "$out"
 grep -q "outputs match" <<<"$out"
 grep -q "CLIP pixels \[3, 32, 32\]" <<<"$out"
+grep -q "Trainer: 3 steps" <<<"$out"

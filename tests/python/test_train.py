@@ -338,3 +338,11 @@ def test_resume_refuses_a_changed_data_order(tmp_path):
     other = kclip.Trainer(config(tmp_path, batch_size=4))
     with pytest.raises(kclip.Error, match="trained with batch_size = 8, now 4"):
         other.resume()
+
+
+def test_a_step_inside_no_grad_still_trains(tmp_path):
+    trainer = kclip.Trainer(alpha=0, beta=0, max_steps=2, logs=str(tmp_path), progress=False)
+    before = state(trainer.model)
+    with torch.no_grad():
+        trainer.train_step(*random_batch())
+    assert max_difference(before, state(trainer.model)) > 0

@@ -268,18 +268,25 @@ int64_t Trainer::total_steps() const { return impl_->total_steps; }
 // Rank 0 owns the run directory: created on first use, locked against a second trainer, config.json written.
 void Trainer::open_run_dir() {
   if (impl_->run_dir_ready) return;
-  impl_->run_dir_ready = true;
-  if (rank_ != 0) return;
+  if (rank_ != 0) {
+    impl_->run_dir_ready = true;
+    return;
+  }
   fs::create_directories(checkpoint_dir());
   const fs::path lock = run_dir_ / ".lock";
-  impl_->lock_fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (impl_->lock_fd < 0 || ::flock(impl_->lock_fd, LOCK_EX | LOCK_NB) != 0)
+  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{}: cannot create the run's lock file", lock.string());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
     fail("{}: another kclip trainer is using this run directory (choose another --name, or wait for it)",
          run_dir_.string());
+  }
+  impl_->lock_fd = fd;
   for (const auto& entry : fs::directory_iterator(checkpoint_dir()))  // left by a run that was killed mid-write
     if (entry.path().filename().string().rfind(".step_", 0) == 0) fs::remove_all(entry.path());
   detail::write_text_atomically(run_dir_ / "config.json", config_.to_json() + "\n");
   impl_->metrics.open(run_dir_ / "metrics.jsonl");
+  impl_->run_dir_ready = true;
 }
 
 void Trainer::log_metrics(const std::string& json_object) {

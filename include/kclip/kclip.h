@@ -8,6 +8,7 @@
 #include <kclip/distributed.h>
 #include <kclip/embedding_cache.h>
 #include <kclip/error.h>
+#include <kclip/eval.h>
 #include <kclip/image_transform.h>
 #include <kclip/llama.h>
 #include <kclip/llama_tokenizer.h>

@@ -99,6 +99,11 @@ struct TrainConfig {
   void validate() const;                        // ValueError naming the first bad field
 };
 
+// The loss a config trains (weights, heads, concept mode) for a student of embed_dim; a term of weight 0 needs
+// no dimension.
+KnowledgeClipLossOptions knowledge_clip_loss_options(const TrainConfig& config, int64_t embed_dim, int64_t teacher_dim,
+                                                     int64_t num_concepts);
+
 // open_clip's schedules: linear warm-up to `lr` over `warmup` steps, then cosine decay to 0 at `total` steps
 // ("cosine") or constant ("const"). step counts optimizer steps from 0.
 double learning_rate_at(const TrainConfig& config, int64_t step, int64_t total_steps);
@@ -229,5 +234,10 @@ class Trainer {
 
 // The newest complete checkpoint directory under `checkpoints`, "" if none.
 std::filesystem::path latest_checkpoint(const std::filesystem::path& checkpoints);
+
+// The loss modules of a trainer checkpoint directory (its concept heads, W_e, logit scale), built from the run's
+// config and the given dimensions and loaded from its loss.safetensors (a mismatch is one error listing it).
+KnowledgeClipLoss load_training_loss(const std::filesystem::path& checkpoint, int64_t embed_dim, int64_t teacher_dim,
+                                     int64_t num_concepts);
 
 }  // namespace kclip

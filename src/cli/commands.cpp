@@ -213,6 +213,14 @@ const std::vector<Command>& commands() {
        "[--resume latest] [--config FILE] ...",
        "train a CLIP student with Knowledge-CLIP's objective (checkpoints, metrics, resume, torchrun)", run_train,
        train_details},
+      {"eval",
+       "--model CKPT [--zeroshot DIR|fashion-mnist] [--templates NAME|FILE] [--retrieval CSV] [--linear-probe DIR] "
+       "[--text-probe CSV [--teacher MODEL --teacher-tokenizer PATH] [--text-probe-epochs N] [--text-probe-width W]] "
+       "[--concepts FILE --teacher-cache DIR [--concept-data CSV]] [--csv-img-key image] [--csv-caption-key caption] "
+       "[--csv-separator C] [--batch-size N] [--workers N] [--tokenizer PATH] [--out results.json] [--quiet]",
+       "evaluate a student (a checkpoint, a trainer checkpoint directory, or a config): zero-shot, retrieval, linear "
+       "probe, text reconstruction probe, concept agreement; one JSON document",
+       run_eval},
       {"plot", "METRICS.jsonl OUT.png [--python PY]",
        "plot a run's loss terms and learning rate (needs matplotlib: Debian's python3-matplotlib)", run_plot},
   };

@@ -20,4 +20,7 @@ int run_train(const std::vector<std::string>& args);
 std::string train_details();
 int run_plot(const std::vector<std::string>& args);
 
+// eval_command.cpp
+int run_eval(const std::vector<std::string>& args);
+
 }  // namespace kclip::cli

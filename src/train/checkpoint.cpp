@@ -127,6 +127,23 @@ fs::path latest_checkpoint(const fs::path& checkpoints) {
   return best;
 }
 
+KnowledgeClipLoss load_training_loss(const fs::path& checkpoint, int64_t embed_dim, int64_t teacher_dim,
+                                     int64_t num_concepts) {
+  const json state = json::parse(detail::read_json_file(checkpoint / "trainer_state.json").dump());
+  if (!state.contains("config")) fail("{}: no 'config' in the trainer state", (checkpoint / "trainer_state.json").string());
+  const TrainConfig config = TrainConfig::from_json(state["config"].dump(), (checkpoint / "trainer_state.json").string());
+  const TensorDict saved = load_safetensors(checkpoint / "loss.safetensors");
+  // Dimensions not given come from the saved tensors: the teacher's from the target statistics, K from a head.
+  if (teacher_dim == 0 && saved.contains("distillation.target_mean")) teacher_dim = saved["distillation.target_mean"].numel();
+  static const std::regex head_bias(R"(concept\.\w+_head\.2\.bias)");
+  for (const auto& item : saved)
+    if (num_concepts == 0 && std::regex_match(item.key(), head_bias)) num_concepts = item.value().numel();
+  KnowledgeClipLoss loss(knowledge_clip_loss_options(config, embed_dim, teacher_dim, num_concepts));
+  load_module_state(*loss, saved, (checkpoint / "loss.safetensors").string());
+  loss->eval();
+  return loss;
+}
+
 fs::path Trainer::save_checkpoint() {
   open_run_dir();
   const DataCursor cursor = loader_ ? loader_->cursor() : DataCursor{};

@@ -269,6 +269,15 @@ void TrainConfig::validate() const {
     fail_value("TrainConfig: aug_scale '{}': expected LO,HI with 0 < LO <= HI <= 1", aug_scale);
 }
 
+KnowledgeClipLossOptions knowledge_clip_loss_options(const TrainConfig& c, int64_t embed_dim, int64_t teacher_dim,
+                                                     int64_t num_concepts) {
+  KnowledgeClipLossOptions o(embed_dim, c.alpha > 0 ? teacher_dim : 0, c.beta > 0 ? num_concepts : 0);
+  o.alpha(c.alpha).beta(c.beta).gamma(c.gamma)
+      .distill_head(c.distill_head).distill_hidden(c.distill_hidden).distill_kind(c.distill_kind)
+      .concept_mode(c.concept_mode).concept_hidden(c.concept_hidden);
+  return o;
+}
+
 double learning_rate_at(const TrainConfig& c, int64_t step, int64_t total_steps) {
   if (step < c.warmup) return c.lr * static_cast<double>(step + 1) / static_cast<double>(c.warmup);
   if (c.lr_scheduler == "const") return c.lr;

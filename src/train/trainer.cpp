@@ -156,14 +156,11 @@ void Trainer::load_targets() {
 void Trainer::build_loss() {
   const int64_t teacher_dim = impl_->cache ? impl_->cache->dim() : config_.teacher_dim;
   const int64_t k = impl_->concepts ? impl_->concepts->centroids().size(0) : config_.num_concepts;
-  KnowledgeClipLossOptions o(model_->config().embed_dim, config_.alpha > 0 ? teacher_dim : 0, config_.beta > 0 ? k : 0);
+  KnowledgeClipLossOptions o = knowledge_clip_loss_options(config_, model_->config().embed_dim, teacher_dim, k);
   // Across ranks each rank scores its rows against every rank's columns and receives the gradient of every
   // rank's loss (local_loss + gather_with_grad): with DDP's gradient averaging this is exactly the gradient of
   // one process holding the whole batch, for every term.
-  o.alpha(config_.alpha).beta(config_.beta).gamma(config_.gamma)
-      .distill_head(config_.distill_head).distill_hidden(config_.distill_hidden).distill_kind(config_.distill_kind)
-      .concept_mode(config_.concept_mode).concept_hidden(config_.concept_hidden)
-      .contrastive(ContrastiveLossOptions()
+  o.contrastive(ContrastiveLossOptions()
                        .init_logit_scale(model_->logit_scale.item<double>())
                        .process_group(group_)
                        .local_loss(world_size_ > 1)

@@ -84,6 +84,11 @@ struct TrainConfig {
   int64_t log_every_n_steps = 10;          // progress lines when stderr is not a terminal
   bool progress = true;
   double dist_timeout = 1800;              // seconds a collective may wait for another rank
+  // evaluation during training (rank 0; records {"type": "eval", ...} in metrics.jsonl)
+  int64_t eval_every_n_steps = 0;          // > 0: evaluate every N steps and at the end
+  std::string val_zeroshot;                // zero-shot data: an image folder, fashion-mnist, mnist
+  std::string val_templates = "openai-imagenet";
+  std::string val_retrieval;               // a pairs CSV (columns as csv_img_key / csv_caption_key)
 
   // JSON (field names as keys; '-' may stand for '_'). Unknown keys and mistyped values are errors naming them.
   static TrainConfig from_json_file(const std::filesystem::path& path);
@@ -215,6 +220,7 @@ class Trainer {
   std::pair<at::Tensor, at::Tensor> encode(const at::Tensor& images, const at::Tensor& text);
   StepResult finish_step(const KnowledgeClipLossOutput& out, bool skip);
   void announce();
+  void evaluate_now();
   void report(const StepResult& result, const Batch& batch, double data_seconds, double step_seconds, double elapsed,
               int64_t start_step);
 

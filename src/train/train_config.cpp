@@ -122,6 +122,12 @@ const std::vector<Field>& fields() {
       field("log_every_n_steps", "N", "progress lines when stderr is not a terminal", &C::log_every_n_steps),
       field("progress", "", "show progress on stderr", &C::progress),
       field("dist_timeout", "SECONDS", "how long a collective waits for another rank before failing", &C::dist_timeout),
+      field("eval_every_n_steps", "N", "evaluate every N steps and at the end (0: never; needs --val-zeroshot or "
+            "--val-retrieval); results go to metrics.jsonl", &C::eval_every_n_steps),
+      field("val_zeroshot", "DATA", "zero-shot evaluation data: an image folder, fashion-mnist or mnist", &C::val_zeroshot),
+      field("val_templates", "NAME|FILE", "prompt templates of the zero-shot evaluation", &C::val_templates),
+      field("val_retrieval", "CSV", "retrieval evaluation pairs (columns as --csv-img-key, --csv-caption-key)",
+            &C::val_retrieval),
   };
   return all;
 }
@@ -248,6 +254,9 @@ void TrainConfig::validate() const {
   positive("log_every_n_steps", log_every_n_steps);
   positive("distill_hidden", distill_hidden);
   positive("concept_hidden", concept_hidden);
+  if (eval_every_n_steps < 0) fail_value("TrainConfig: eval_every_n_steps = {}: expected a value >= 0", eval_every_n_steps);
+  if (eval_every_n_steps > 0 && val_zeroshot.empty() && val_retrieval.empty())
+    fail_value("TrainConfig: eval_every_n_steps = {} needs val_zeroshot or val_retrieval", eval_every_n_steps);
   for (auto [name, v] : {std::pair{"max_steps", max_steps}, {"warmup", warmup}, {"workers", workers},
                          {"save_frequency", save_frequency}, {"save_every_n_steps", save_every_n_steps},
                          {"keep", keep}, {"teacher_dim", teacher_dim}, {"num_concepts", num_concepts},

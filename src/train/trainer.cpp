@@ -1,6 +1,7 @@
 // The trainer: set-up (process group, student, teacher targets, loss, optimizer, data), one optimizer step, and
 // the training loop with metrics and checkpoints. Checkpoint files are written and read in checkpoint.cpp.
 #include <kclip/error.h>
+#include <kclip/eval.h>
 #include <kclip/runtime.h>
 #include <kclip/train.h>
 
@@ -80,6 +81,9 @@ std::pair<at::Tensor, at::Tensor> cache_statistics(const EmbeddingCache& cache) 
   const at::Tensor std = (squares / static_cast<double>(rows) - mean * mean).clamp_min(0).sqrt().clamp_min(1e-6);
   return {mean.to(at::kFloat), std.to(at::kFloat)};
 }
+
+// --csv-separator: empty for the file's default, one character, or "\t".
+char separator_of(const std::string& text) { return text.empty() ? 0 : (text == "\\t" ? '\t' : text[0]); }
 
 std::string run_name(const TrainConfig& c, int64_t seconds) {
   const std::time_t t = static_cast<std::time_t>(seconds);
@@ -219,11 +223,10 @@ void Trainer::build_data() {
   impl_->tokenizer = std::make_shared<ClipTokenizer>(config_.tokenizer, mc.context_length);
   DataSourceOptions so;
   so.type(config_.dataset_type).templates(caption_templates(config_.templates));
-  const char sep = config_.csv_separator.empty() ? 0 : (config_.csv_separator == "\\t" ? '\t' : config_.csv_separator[0]);
   so.csv(CsvDatasetOptions()
              .img_key(config_.csv_img_key)
              .caption_key(config_.csv_caption_key)
-             .separator(sep)
+             .separator(separator_of(config_.csv_separator))
              .bad_rows(config_.bad_samples));
   impl_->source = open_data_source(config_.train_data, so);
 
@@ -509,9 +512,11 @@ StepResult Trainer::run_loop() {
     step_seconds += total;
     report(last, *batch, data, total, std::chrono::duration<double>(t2 - start).count(), start_step);
     if (!last.skipped && config_.save_every_n_steps > 0 && step_ % config_.save_every_n_steps == 0) save_checkpoint();
+    if (!last.skipped && config_.eval_every_n_steps > 0 && step_ % config_.eval_every_n_steps == 0) evaluate_now();
     if (on_step) on_step(last);
   }
   if (impl_->last_saved_step != step_) save_checkpoint();
+  if (config_.eval_every_n_steps > 0 && impl_->last_evaluated_step != step_) evaluate_now();
   if (rank_ == 0 && config_.progress) {
     const int64_t steps = step_ - start_step;
     impl_->progress.note(fmt::format("kclip train: {} steps in {:.1f} s ({:.1f} % waiting for data); final checkpoint {}",
@@ -519,6 +524,40 @@ StepResult Trainer::run_loop() {
                                      (checkpoint_dir() / fmt::format("step_{:08d}", step_)).string()));
   }
   return last;
+}
+
+// The configured evaluations on rank 0 (the other ranks wait for it at their next collective), as a metrics record.
+void Trainer::evaluate_now() {
+  impl_->last_evaluated_step = step_;
+  if (rank_ != 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  const ClipTokenizer& tokenizer = *impl_->tokenizer;
+  json record = {{"type", "eval"}, {"step", step_}, {"epoch", epoch()}};
+  if (!config_.val_zeroshot.empty()) {
+    const auto templates = caption_templates(config_.val_templates);
+    if (!impl_->val_zeroshot) {
+      impl_->val_zeroshot = open_data_source(config_.val_zeroshot, DataSourceOptions().templates(templates).split("test")).dataset;
+      if (!impl_->val_zeroshot) fail_value("--val-zeroshot {}: expected an image folder, fashion-mnist or mnist", config_.val_zeroshot);
+    }
+    record["zeroshot"] = json::parse(to_json(evaluate_zeroshot(model_, tokenizer, impl_->val_zeroshot, templates, 256,
+                                                               config_.workers), impl_->val_zeroshot->classes()));
+  }
+  if (!config_.val_retrieval.empty()) {
+    const auto columns = CsvDatasetOptions()
+                             .img_key(config_.csv_img_key)
+                             .caption_key(config_.csv_caption_key)
+                             .separator(separator_of(config_.csv_separator));
+    record["retrieval"] = json::parse(to_json(evaluate_retrieval(model_, tokenizer, config_.val_retrieval, columns, 256,
+                                                                 config_.workers)));
+  }
+  record["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log_metrics(record.dump());
+  std::string line = fmt::format("kclip train: evaluation at step {}:", step_);
+  if (record.contains("zeroshot")) line += fmt::format(" zero-shot top-1 {:.4f}", record["zeroshot"]["top1"].get<double>());
+  if (record.contains("retrieval"))
+    line += fmt::format(" retrieval R@1 i→t {:.4f} t→i {:.4f}", record["retrieval"]["image_to_text"]["R@1"].get<double>(),
+                        record["retrieval"]["text_to_image"]["R@1"].get<double>());
+  impl_->progress.note(line);
 }
 
 void Trainer::announce() {

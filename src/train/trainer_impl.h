@@ -32,6 +32,8 @@ struct Trainer::Impl {
   std::array<double, 4> term_means{};  // total, contrastive, distillation, concept of the last step, over ranks
   std::string last_skip_reason;
   int64_t last_saved_step = -1;
+  int64_t last_evaluated_step = -1;
+  std::shared_ptr<const Dataset> val_zeroshot;  // opened at the first evaluation
 
   ~Impl();
 };

@@ -271,6 +271,25 @@ def test_fit_writes_checkpoints_metrics_and_prunes(tmp_path, kclip_cli):
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fit_evaluates_every_n_steps_into_the_metrics(tmp_path):
+    from data_fixtures import image_of
+    for name, shift in [("red", 0), ("blue", 5)]:
+        (tmp_path / "classes" / name).mkdir(parents=True)
+        for i in range(3):
+            image_of(i + shift).save(tmp_path / "classes" / name / f"{i}.png")
+    c = config(tmp_path, epochs=1, eval_every_n_steps=2, val_zeroshot=str(tmp_path / "classes"), val_templates="simple")
+    c.val_retrieval = c.train_data
+    c.csv_img_key, c.csv_caption_key = "filepath", "title"
+    kclip.Trainer(c).fit()
+    records = [json.loads(line) for line in (tmp_path / "logs/run/metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 5]  # every 2 steps, and at the end
+    assert 0 <= evals[-1]["zeroshot"]["top1"] <= 1 and "R@1" in evals[-1]["retrieval"]["image_to_text"]
+    assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="eval_every_n_steps = 2 needs val_zeroshot or val_retrieval"):
+        kclip.TrainConfig(eval_every_n_steps=2).validate()
+
+
 def test_a_second_trainer_cannot_share_a_run_directory(tmp_path):
     first = kclip.Trainer(config(tmp_path))
     first.save_checkpoint()

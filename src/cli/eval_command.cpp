@@ -152,10 +152,18 @@ int run_eval(const std::vector<std::string>& argv) {
   }
   if (args.has("concepts")) {
     results["concepts"] = timed("concept agreement", quiet, [&] {
-      if (!args.has("teacher-cache")) fail_value("--concepts needs --teacher-cache DIR (the captions' teacher embeddings)");
+      // The captions' teacher embeddings: --teacher-cache, else the cache the checkpoint's run trained with.
+      std::string cache_dir = args.get("teacher-cache");
+      if (cache_dir.empty() && !student.checkpoint_dir.empty())
+        cache_dir = TrainConfig::from_json(
+                        json::parse(detail::read_json_file(student.checkpoint_dir / "trainer_state.json").dump())
+                            .value("config", json::object())
+                            .dump())
+                        .teacher_cache;
+      if (cache_dir.empty()) fail_value("--concepts needs --teacher-cache DIR (the captions' teacher embeddings)");
       const std::string pairs = args.get("concept-data", args.get("retrieval", args.get("text-probe")));
       if (pairs.empty()) fail_value("--concepts needs pairs: --concept-data CSV (or --retrieval / --text-probe)");
-      const EmbeddingCache cache(args.get("teacher-cache"));
+      const EmbeddingCache cache(cache_dir);
       const KMeans concepts = KMeans::load(args.get("concepts"));
       KnowledgeClipLoss loss{nullptr};
       if (!student.checkpoint_dir.empty())

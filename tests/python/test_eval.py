@@ -191,7 +191,33 @@ def test_cli_writes_one_results_document(tmp_path, kclip_cli):
     assert 0 <= results["linear_probe"]["top1"] <= 1
     assert 0 <= results["text_probe"]["exact_match"] <= 1 and 0 <= results["text_probe"]["token_accuracy"] <= 1
     assert results["model"]["path"].endswith("student.safetensors") and results["model"]["fingerprint"]
+    (tmp_path / "captions_only.csv").write_text("caption\na dog\n")
+    no_images = subprocess.run([kclip_cli, "eval", "--model", tmp_path / "student.safetensors", "--retrieval",
+                                tmp_path / "captions_only.csv"], capture_output=True, text=True)
+    assert no_images.returncode == 2 and "no column 'image' (--csv-img-key)" in no_images.stderr
     (tmp_path / "classes" / "empty").mkdir()
     bad = subprocess.run([kclip_cli, "eval", "--model", tmp_path / "student.safetensors", "--zeroshot",
                           tmp_path / "classes"], capture_output=True, text=True)
     assert bad.returncode == 2 and "class folder 'empty' holds no images" in bad.stderr
+
+
+def test_cli_concept_agreement_of_a_trainer_checkpoint(tmp_path, kclip_cli):
+    csv = write_pairs(tmp_path / "pairs", 24)
+    captions = kclip.CsvDataset(csv).captions()
+    cache = kclip.EmbeddingCache.build(str(tmp_path / "cache"), HashTeacher(), captions, progress=False)
+    kclip.KMeans(4, seed=0).fit(cache.get(captions)).save(str(tmp_path / "k.safetensors"), {"teacher_id": cache.teacher_id})
+    trainer = kclip.Trainer(train_data=str(csv), teacher_cache=str(tmp_path / "cache"),
+                            concepts=str(tmp_path / "k.safetensors"), batch_size=8, epochs=1, logs=str(tmp_path / "runs"),
+                            name="run", progress=False)
+    trainer.fit()
+    checkpoint = tmp_path / "runs/run/checkpoints/step_00000003"
+    run = subprocess.run([kclip_cli, "eval", "--model", checkpoint, "--concepts", tmp_path / "k.safetensors",
+                          "--concept-data", csv, "--csv-img-key", "filepath", "--csv-caption-key", "title",
+                          "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    concepts = json.loads(run.stdout)["concepts"]  # the teacher cache came from the run's config
+    assert concepts["head"] == "per_modality" and concepts["pairs"] == 24 and concepts["concepts"] == 4
+    assert all(0 <= concepts[k] <= 1 for k in ("nmi", "purity")) and -1 <= concepts["distill_cosine"] <= 1
+    loss = kclip.evaluate_concepts(trainer.model, trainer.loss, csv, tmp_path / "cache", tmp_path / "k.safetensors",
+                                   img_key="filepath", caption_key="title")
+    assert loss["nmi"] == pytest.approx(concepts["nmi"]) and loss["distill_cosine"] == pytest.approx(concepts["distill_cosine"], abs=1e-6)

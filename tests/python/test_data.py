@@ -190,7 +190,7 @@ def test_image_folder_captions_from_templates(tmp_path):
     with pytest.raises(kclip.Error, match="class folder 'empty_class' holds no images"):
         kclip.ImageFolderDataset(tmp_path)
     assert len(kclip.caption_templates("openai-imagenet")) == 80
-    (tmp_path / "t.txt").write_text("itap of a {}.\nno placeholder\n")
+    (tmp_path / "t.txt").write_text("itap of a {}.\nno class slot\n")
     with pytest.raises(ValueError, match="no \\{\\} for the class name"):
         kclip.caption_templates(str(tmp_path / "t.txt"))
 

@@ -68,9 +68,7 @@ DataCursor cursor_of(const py::dict& d) {
 
 CsvDatasetOptions csv_options(const std::string& img_key, const std::string& caption_key, const std::string& separator,
                               const std::string& bad_rows) {
-  if (separator.size() > 1 && separator != "\\t") throw ValueError("separator must be one character (or \\t)");
-  const char sep = separator.empty() ? 0 : (separator == "\\t" ? '\t' : separator[0]);
-  return CsvDatasetOptions().img_key(img_key).caption_key(caption_key).separator(sep).bad_rows(bad_rows);
+  return CsvDatasetOptions().img_key(img_key).caption_key(caption_key).separator(csv_separator(separator)).bad_rows(bad_rows);
 }
 
 std::vector<std::string> templates_of(const py::object& templates) {

@@ -31,9 +31,7 @@ std::shared_ptr<const Dataset> dataset_of(const py::object& data, const std::str
 }
 
 CsvDatasetOptions columns(const std::string& img_key, const std::string& caption_key, const std::string& separator) {
-  if (separator.size() > 1 && separator != "\\t") throw ValueError("separator must be one character (or \\t)");
-  return CsvDatasetOptions().img_key(img_key).caption_key(caption_key).separator(
-      separator.empty() ? 0 : (separator == "\\t" ? '\t' : separator[0]));
+  return CsvDatasetOptions().img_key(img_key).caption_key(caption_key).separator(csv_separator(separator));
 }
 
 // A CLIP student (its text tower), a kclip Teacher (its embed), or any callable list[str] -> Tensor [N, D].

@@ -60,6 +60,10 @@ struct CsvDatasetOptions {
   TORCH_ARG(std::string, bad_rows) = "skip";
 };
 
+// A separator as users write it (flags, config files, Python): "" for the file's default, one character, or "\t"
+// for a tab. Anything else is a ValueError.
+char csv_separator(const std::string& text);
+
 class CsvDataset : public Dataset {
  public:
   explicit CsvDataset(const std::filesystem::path& path, CsvDatasetOptions options = {});

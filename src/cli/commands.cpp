@@ -162,10 +162,7 @@ int run_embed(const std::vector<std::string>& argv) {
             {"force", "normalize", "quiet"});
   if (!args.has("teacher") || !args.has("captions") || !args.has("out"))
     fail_value("embed needs --teacher MODEL, --captions FILE and --out DIR");
-  const std::string separator = args.get("separator");
-  if (separator.size() > 1 && separator != "\\t") fail_value("--separator '{}': expected one character", separator);
-  const char sep = separator.empty() ? 0 : (separator == "\\t" ? '\t' : separator[0]);
-  const auto captions = read_captions(args.get("captions"), args.get("column", "caption"), sep);
+  const auto captions = read_captions(args.get("captions"), args.get("column", "caption"), csv_separator(args.get("separator")));
   auto teacher = LlamaTeacher::load(args.get("teacher"), args.get("tokenizer"),
                                     LlamaTeacherOptions()
                                         .pooling(args.get("pooling", "mean"))

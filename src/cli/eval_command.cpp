@@ -92,11 +92,10 @@ int run_eval(const std::vector<std::string>& argv) {
     fail_value("eval needs at least one of --zeroshot, --retrieval, --linear-probe, --text-probe, --concepts");
   const bool quiet = args.has("quiet");
   const int64_t batch = int_option(args, "batch-size", 256), workers = int_option(args, "workers", 0);
-  const std::string sep = args.get("csv-separator");
   const CsvDatasetOptions columns = CsvDatasetOptions()
                                         .img_key(args.get("csv-img-key", "image"))
                                         .caption_key(args.get("csv-caption-key", "caption"))
-                                        .separator(sep.empty() ? 0 : (sep == "\\t" ? '\t' : sep[0]));
+                                        .separator(csv_separator(args.get("csv-separator")));
   Student student = load_student(args.get("model"));
   CLIP& model = student.model;
   const ClipTokenizer tokenizer(args.get("tokenizer"), model->config().context_length);

@@ -11,6 +11,13 @@
 namespace kclip {
 namespace fs = std::filesystem;
 
+char csv_separator(const std::string& text) {
+  if (text.empty()) return 0;
+  if (text == "\\t") return '\t';
+  if (text.size() != 1) fail_value("CSV separator '{}': expected one character or \\t", text);
+  return text[0];
+}
+
 std::vector<std::string> Dataset::captions() const {
   std::vector<std::string> all;
   all.reserve(static_cast<size_t>(size()));

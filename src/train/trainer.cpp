@@ -82,9 +82,6 @@ std::pair<at::Tensor, at::Tensor> cache_statistics(const EmbeddingCache& cache) 
   return {mean.to(at::kFloat), std.to(at::kFloat)};
 }
 
-// --csv-separator: empty for the file's default, one character, or "\t".
-char separator_of(const std::string& text) { return text.empty() ? 0 : (text == "\\t" ? '\t' : text[0]); }
-
 std::string run_name(const TrainConfig& c, int64_t seconds) {
   const std::time_t t = static_cast<std::time_t>(seconds);
   std::tm tm{};
@@ -226,7 +223,7 @@ void Trainer::build_data() {
   so.csv(CsvDatasetOptions()
              .img_key(config_.csv_img_key)
              .caption_key(config_.csv_caption_key)
-             .separator(separator_of(config_.csv_separator))
+             .separator(csv_separator(config_.csv_separator))
              .bad_rows(config_.bad_samples));
   impl_->source = open_data_source(config_.train_data, so);
 
@@ -546,7 +543,7 @@ void Trainer::evaluate_now() {
     const auto columns = CsvDatasetOptions()
                              .img_key(config_.csv_img_key)
                              .caption_key(config_.csv_caption_key)
-                             .separator(separator_of(config_.csv_separator));
+                             .separator(csv_separator(config_.csv_separator));
     record["retrieval"] = json::parse(to_json(evaluate_retrieval(model_, tokenizer, config_.val_retrieval, columns, 256,
                                                                  config_.workers)));
   }

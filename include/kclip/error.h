@@ -5,6 +5,7 @@
 //                      a subclass of RuntimeError.
 //   kclip::ValueError  a bad argument from the caller (unknown option, wrong shape). Python: ValueError.
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 
 #include <stdexcept>
 #include <string>

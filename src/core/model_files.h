@@ -8,6 +8,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 #include <nlohmann/json.hpp>
 #include <torch/ordered_dict.h>
 

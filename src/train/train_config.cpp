@@ -5,6 +5,7 @@
 #include "core/model_files.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 #include <nlohmann/json.hpp>
 
 #include <cmath>

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 #include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 #include <torch/utils.h>

@@ -32,7 +32,8 @@ command -v pkg-config >/dev/null || { ln -sf "$PREFIX/usr/bin/pkgconf" "$EXTRA/p
 TORCH_CMAKE=$($PY -c "import torch; print(torch.utils.cmake_prefix_path)")
 SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 PY_INCLUDE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['include'])")
-# Headers torch's CMake config may not name (NCCL's, CUDA's), then Debian's (gloo), each searched after torch's own.
+# torch 2.x wheels ship their own fmt headers, found before Debian's: use fmt header-only so no libfmt.so of
+# another version is linked. Headers torch's CMake config may not name (NCCL's, CUDA's), then Debian's (gloo), each searched after torch's own.
 AFTER=""
 for d in "$SITE"/nvidia/*/include /usr/local/cuda/include "$PREFIX/usr/include"; do [ -d "$d" ] && AFTER="$AFTER -idirafter $d"; done
 PYTHON_ON=ON
@@ -42,7 +43,7 @@ PYBIND=$($PY -m pybind11 --cmakedir 2>/dev/null || echo "")
 log "configure"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKCLIP_BUILD_TESTS=OFF -DKCLIP_BUILD_PYTHON=$PYTHON_ON \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$PREFIX/usr" -DPython_EXECUTABLE="$PY" ${PYBIND:+-Dpybind11_DIR=$PYBIND} \
-  -DCMAKE_CXX_FLAGS="$AFTER" -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF \
+  -DCMAKE_CXX_FLAGS="-DFMT_HEADER_ONLY $AFTER" -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF \
   -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" \
   -DCMAKE_MODULE_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" >"$OUT/configure.log" 2>&1 \
   || { tail -40 "$OUT/configure.log"; exit 1; }
@@ -72,7 +73,7 @@ if [ "$PYTHON_ON" = ON ]; then
   log "bench/bench_cuda.py"
   (cd "$ROOT" && $PY bench/bench_cuda.py ${QUICK:+--quick} --out "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.log")
   log "the Python suite on this torch (../shared is not here: those tests skip)"
-  (cd "$ROOT" && timeout 200 $PY -m pytest -q -n 8 -p no:cacheprovider tests/python --deselect tests/python/test_cuda.py \
+  (cd "$ROOT" && timeout 150 $PY -m pytest -q -n 8 -p no:cacheprovider tests/python --deselect tests/python/test_cuda.py \
      2>&1 | tee "$OUT/pytest.log" | tail -25)
 fi
 log "done"

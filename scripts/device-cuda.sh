@@ -22,7 +22,7 @@ LIBDIR=$PREFIX/usr/lib/x86_64-linux-gnu
 # Shared libraries the system lacks come from the prefix; those it has stay the system's own.
 for so in "$LIBDIR"/*.so.*; do
   name=$(basename "$so")
-  ldconfig -p | grep -q " $name " || cp -L "$so" "$EXTRA/"
+  ldconfig -p | grep -q "[[:space:]]$name " || cp -L "$so" "$EXTRA/"
 done
 log "from the prefix: $(ls "$EXTRA" | tr '\n' ' ')"
 export LD_LIBRARY_PATH=$EXTRA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -40,9 +40,12 @@ PYTHON_ON=ON
 [ -f "$PY_INCLUDE/Python.h" ] || { log "no Python.h in $PY_INCLUDE: C++ library and CLI only"; PYTHON_ON=OFF; }
 PYBIND=$($PY -m pybind11 --cmakedir 2>/dev/null || echo "")
 
+# Debian's libz.so points at /lib/x86_64-linux-gnu/libz.so.1.2.13, which the GPU machine lacks: link its own.
+ZLIB_SO=$(ldconfig -p | awk '/libz.so.1 .*x86-64/ {print $NF; exit}')
+rm -f "$LIBDIR/libz.a" "$LIBDIR/libz.so"
 log "configure"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKCLIP_BUILD_TESTS=OFF -DKCLIP_BUILD_PYTHON=$PYTHON_ON \
-  -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$PREFIX/usr" -DPython_EXECUTABLE="$PY" ${PYBIND:+-Dpybind11_DIR=$PYBIND} \
+  -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$PREFIX/usr" -DPython_EXECUTABLE="$PY" ${PYBIND:+-Dpybind11_DIR=$PYBIND} ${ZLIB_SO:+-DZLIB_LIBRARY=$ZLIB_SO -DZLIB_LIBRARY_RELEASE=$ZLIB_SO} \
   -DCMAKE_CXX_FLAGS="-DFMT_HEADER_ONLY $AFTER" -DCMAKE_INTERPROCEDURAL_OPTIMIZATION=OFF \
   -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" \
   -DCMAKE_MODULE_LINKER_FLAGS="-Wl,-rpath-link,$EXTRA:$LIBDIR" >"$OUT/configure.log" 2>&1 \
@@ -55,8 +58,15 @@ if ! make -C "$BUILD" -k -j"$(nproc)" >"$OUT/build.log" 2>&1; then
   exit 1
 fi
 log "built"
+$PY -c "import pybind11; print('pip pybind11', pybind11.__version__)" 2>&1
+grep -h "define PYBIND11_VERSION_M\|define PYBIND11_INTERNALS_VERSION" "$SITE"/torch/include/pybind11/detail/common.h "$SITE"/torch/include/pybind11/detail/internals.h 2>&1 | head -4
+grep -o "isystem [^ ]*pybind11[^ ]*\|isystem [^ ]*torch/include " "$BUILD"/python/CMakeFiles/kclip_python.dir/flags.make | head -4
+if ! (cd /tmp && PYTHONPATH=$BUILD/python $PY -X faulthandler -c "import kclip, torch; print('import kclip: ok', kclip.__file__)" 2>&1 | head -30); then :; fi
+(cd /tmp && PYTHONPATH=$BUILD/python $PY -c "import kclip" >/dev/null 2>&1) || { log "import kclip fails: Python checks skipped"; PYTHON_ON=OFF; }
 
 export KCLIP_BUILD_DIR=$BUILD PYTHONPATH=$BUILD/python PYTHONUNBUFFERED=1
+# The CLIP BPE vocabulary travels beside the .debs (scripts/device-debs.sh copies it): that machine has no network.
+[ -f "$DEBS/bpe_simple_vocab_16e6.txt.gz" ] && export KCLIP_CLIP_VOCAB=$DEBS/bpe_simple_vocab_16e6.txt.gz
 if [ "$PYTHON_ON" = ON ]; then
   log "CUDA tests"
   (cd "$ROOT" && $PY -m pytest -q -rs -s tests/python/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log" | tail -40)
@@ -64,9 +74,19 @@ fi
 
 log "kclip train on CUDA (CLI, amp_bf16)"
 DATA=/tmp/kclip-data
-(cd "$ROOT/tests/python" && $PY -c "from data_fixtures import write_pairs; write_pairs('$DATA', 64)")
+(cd "$ROOT/tests/python" && $PY -c "from data_fixtures import write_pairs; write_pairs('$DATA', 1024)")
 "$BUILD/kclip" train --train-data "$DATA/pairs.csv" --batch-size 16 --max-steps 8 --precision amp_bf16 --device cuda \
-  --alpha 0 --beta 0 --logs /tmp/kclip-logs --name cuda --no-progress --log-every-n-steps 4 2>&1 | tail -8
+  --alpha 0 --beta 0 --logs /tmp/kclip-logs --name cuda --no-progress --log-every-n-steps 4 >"$OUT/cli_train.log" 2>&1
+head -12 "$OUT/cli_train.log"; tail -4 "$OUT/cli_train.log"
+log "kclip train, ViT-B-32, batch 256, amp_bf16, 15 workers: end-to-end images/s from JPEGs"
+"$BUILD/kclip" train --train-data "$DATA/pairs.csv" --model ViT-B-32 --batch-size 256 --max-steps 16 --precision amp_bf16 --alpha 0 --beta 0 \
+  --device cuda --workers 15 --logs /tmp/kclip-logs --name vitb32 --no-progress --log-every-n-steps 4 >"$OUT/cli_vitb32.log" 2>&1
+tail -5 "$OUT/cli_vitb32.log"; cp /tmp/kclip-logs/vitb32/metrics.jsonl "$OUT/vitb32_metrics.jsonl" 2>/dev/null
+tail -2 /tmp/kclip-logs/vitb32/metrics.jsonl
+if [ "$PYTHON_ON" = OFF ] && command -v cuda-gdb >/dev/null; then
+  log "where import kclip crashes"
+  (cd /tmp && PYTHONPATH=$BUILD/python timeout 120 cuda-gdb -batch -ex run -ex "bt 24" --args $PY -c "import kclip" 2>&1 | grep -v "^\[New Thread\|^\[Thread" | head -40)
+fi
 tail -1 /tmp/kclip-logs/cuda/metrics.jsonl
 
 if [ "$PYTHON_ON" = ON ]; then

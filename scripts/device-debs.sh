@@ -8,4 +8,8 @@ apt-get download libfmt-dev libfmt9 nlohmann-json3-dev libeigen3-dev libsentence
   libutf8proc-dev libutf8proc2 libstb-dev libstb0 libwebp-dev libwebp7 libwebpdemux2 libwebpmux3 \
   libarchive-dev libarchive13 libnettle8 libxml2 libicu72 liblz4-1 libzstd1 libacl1 libbz2-1.0 liblzma5 \
   zlib1g-dev zlib1g libgloo-dev pybind11-dev pkgconf pkgconf-bin libpkgconf3
+
+# The CLIP BPE vocabulary (the GPU machine cannot download it): from kclip's cache, filled by scripts/fetch-assets.sh.
+vocab=${KCLIP_CLIP_VOCAB:-$HOME/.cache/kclip/bpe_simple_vocab_16e6.txt.gz}
+[ -f "$vocab" ] && cp "$vocab" "$PWD/bpe_simple_vocab_16e6.txt.gz"
 ls "$PWD"

@@ -48,9 +48,16 @@ int affinity_cpu_count() {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
+// Netlib's reference BLAS (Debian's libblas.so.3), or none: the slow case. A BLAS inside LibTorch itself (the
+// pip/conda wheels link MKL into libtorch_cpu) is fast.
+bool is_reference_blas(const std::string& lib) {
+  const std::string name = std::filesystem::path(lib).filename().string();
+  return lib.empty() || name.rfind("libblas", 0) == 0 || lib.find("/blas/") != std::string::npos;
+}
+
 void warn_if_reference_blas() {
-  if (blas_is_openblas()) return;
   std::string lib = blas_library();
+  if (blas_is_openblas() || !is_reference_blas(lib)) return;
   std::fprintf(stderr,
                "\n"
                "kclip: WARNING: LibTorch is not using OpenBLAS (BLAS in use: %s).\n"

@@ -37,6 +37,10 @@ c10::Device choose_device(const std::string& requested) {
     try {
       c10::Device d(requested);
       if (d.is_cuda() && !torch::cuda::is_available()) fail_value("device '{}': CUDA is not available here", requested);
+      if (d.is_cuda() && !d.has_index()) {  // "cuda": this process's GPU (LOCAL_RANK under torchrun), as a number
+        const char* local = std::getenv("LOCAL_RANK");
+        d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local ? std::atoi(local) : 0));
+      }
       return d;
     } catch (const c10::Error&) {
       fail_value("device '{}': expected cpu, cuda or cuda:N", requested);

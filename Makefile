@@ -7,7 +7,7 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 export PYTHONPATH := $(CURDIR)/$(BUILD)/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all deps configure build test test-cpp test-python demo bench clean
+.PHONY: all deps configure build test test-cpp test-python demo walkthrough bench clean
 
 all: build
 
@@ -34,6 +34,9 @@ test-python:
 
 demo: build
 	scripts/demo.sh $(BUILD)
+
+walkthrough: build
+	scripts/walkthrough.sh $(BUILD)
 
 bench: build
 	scripts/bench.sh $(BUILD)

@@ -15,6 +15,7 @@ void bind_image(py::module_& m);    // image_bindings.cpp
 void bind_data(py::module_& m);     // data_bindings.cpp
 void bind_train(py::module_& m);    // train_bindings.cpp
 void bind_eval(py::module_& m);     // eval_bindings.cpp
+void bind_pipeline(py::module_& m); // pipeline_bindings.cpp
 
 namespace {
 
@@ -68,6 +69,7 @@ PYBIND11_MODULE(_C, m) {
   bind_data(m);
   bind_train(m);
   bind_eval(m);
+  bind_pipeline(m);
 
   // runtime
   m.def("init", &kclip::init, "Set LibTorch's threads and check the BLAS (runs once; import kclip calls it).");

@@ -233,4 +233,35 @@ void bind_eval(py::module_& m) {
         },
         arg("model"), arg("loss"), arg("pairs_csv"), arg("teacher_cache"), arg("concepts"), arg("img_key") = "image",
         arg("caption_key") = "caption", arg("tokenizer") = py::none(), arg("batch_size") = 256, arg("workers") = 0);
+
+  m.def(
+      "evaluate",
+      [](const py::object& model, const std::string& zeroshot, const std::string& templates, const std::string& retrieval,
+         const std::string& linear_probe, const std::string& text_probe, int64_t text_probe_epochs,
+         int64_t text_probe_width, const std::string& teacher, const std::string& teacher_tokenizer,
+         const std::string& concepts, const std::string& teacher_cache, const std::string& concept_data,
+         const std::string& img_key, const std::string& caption_key, const std::string& separator, int64_t batch_size,
+         int64_t workers, const std::string& tokenizer, bool quiet) {
+        const auto options = EvalSuiteOptions()
+                                 .zeroshot(zeroshot).templates(templates).retrieval(retrieval).linear_probe(linear_probe)
+                                 .text_probe(text_probe).text_probe_epochs(text_probe_epochs)
+                                 .text_probe_width(text_probe_width).teacher(teacher).teacher_tokenizer(teacher_tokenizer)
+                                 .concepts(concepts).teacher_cache(teacher_cache).concept_data(concept_data)
+                                 .columns(columns(img_key, caption_key, separator)).batch_size(batch_size)
+                                 .workers(workers).tokenizer(tokenizer).quiet(quiet);
+        const std::string spec = py::module_::import("os").attr("fspath")(model).cast<std::string>();
+        std::string text;
+        {
+          py::gil_scoped_release release;
+          text = evaluate_all(spec, options);
+        }
+        return as_dict(text);
+      },
+      arg("model"), py::kw_only(), arg("zeroshot") = "", arg("templates") = "openai-imagenet", arg("retrieval") = "",
+      arg("linear_probe") = "", arg("text_probe") = "", arg("text_probe_epochs") = 20, arg("text_probe_width") = 256,
+      arg("teacher") = "", arg("teacher_tokenizer") = "", arg("concepts") = "", arg("teacher_cache") = "",
+      arg("concept_data") = "", arg("img_key") = "image", arg("caption_key") = "caption", arg("separator") = "",
+      arg("batch_size") = 256, arg("workers") = 0, arg("tokenizer") = "", arg("quiet") = true,
+      "Every evaluation `kclip eval` runs, as one dict (the same JSON document). model: a trainer checkpoint "
+      "directory, a CLIP checkpoint, a config file or name.");
 }

@@ -174,12 +174,39 @@ struct ConceptAgreement {
   int64_t pairs = 0, concepts = 0;
   std::string head;              // which head predicted: "text", "image", "concat", or "" (no concept head)
 };
-// Over image–caption pairs (a CSV as for retrieval) whose captions are in the teacher cache. `loss` may be null
+// Over image–caption pairs (as for retrieval: a CSV/TSV, or a class-labelled source) whose captions are in the teacher cache. `loss` may be null
 // (a student without its loss modules): then only the K-means, k-NN figures are computed.
 ConceptAgreement evaluate_concepts(CLIP& model, const KnowledgeClipLossImpl* loss, const ClipTokenizer& tokenizer,
                                    const std::filesystem::path& pairs_csv, const CsvDatasetOptions& columns,
                                    const EmbeddingCache& teacher, const KMeans& concepts, int64_t batch_size = 256,
                                    int64_t workers = 0);
+
+// ---- every evaluation in one call: what `kclip eval` and `kclip run` do ------------------------------------------
+struct EvalSuiteOptions {
+  TORCH_ARG(std::string, zeroshot) = "";                // image folder, "fashion-mnist" or "mnist" (test split)
+  TORCH_ARG(std::string, templates) = "openai-imagenet";  // zero-shot prompts: a name or a file
+  TORCH_ARG(std::string, retrieval) = "";               // pairs: CSV/TSV
+  TORCH_ARG(std::string, linear_probe) = "";            // DIR with train/ + test/, CUB, or "fashion-mnist"
+  TORCH_ARG(std::string, text_probe) = "";              // captions (CSV/TSV) for the reconstruction probe
+  TORCH_ARG(int64_t, text_probe_epochs) = 20;
+  TORCH_ARG(int64_t, text_probe_width) = 256;
+  TORCH_ARG(std::string, teacher) = "";                 // also probe this Llama teacher (the upper reference)
+  TORCH_ARG(std::string, teacher_tokenizer) = "";
+  TORCH_ARG(std::string, concepts) = "";                // a K-means artifact: concept agreement
+  TORCH_ARG(std::string, teacher_cache) = "";           // default: the cache a trainer checkpoint's run used
+  TORCH_ARG(std::string, concept_data) = "";            // pairs for concepts: CSV/TSV or a class-labelled source
+                                                         // (default: retrieval's, then text probe's)
+  TORCH_ARG(CsvDatasetOptions, columns) = CsvDatasetOptions().img_key("image").caption_key("caption");
+  TORCH_ARG(int64_t, batch_size) = 256;
+  TORCH_ARG(int64_t, workers) = 0;
+  TORCH_ARG(std::string, tokenizer) = "";               // CLIP BPE vocabulary (default: kclip's)
+  TORCH_ARG(bool, quiet) = false;                       // no progress lines on stderr
+};
+// Runs every evaluation `options` names on `model` (a trainer checkpoint directory, a CLIP checkpoint, a config
+// file or name) and returns one JSON document: {"format": "kclip-eval", "model": {...}, "settings": {...},
+// "zeroshot": {...}, "retrieval": {...}, "linear_probe": {...}, "text_probe": {...}, "text_probe_teacher": {...},
+// "concepts": {...}}, each result with its "data" and "seconds".
+std::string evaluate_all(const std::string& model, const EvalSuiteOptions& options);
 
 // ---- results as JSON (what `kclip eval` writes and Python returns as dicts; fractions in [0, 1]) -------------------
 // {"top1", "top5", "samples", "classes", "per_class": {name: accuracy}}

@@ -31,6 +31,7 @@ from ._C import (  # noqa: F401
     encode_images,
     encode_texts,
     Error,
+    evaluate,
     evaluate_concepts,
     evaluate_linear_probe,
     evaluate_retrieval,
@@ -56,6 +57,7 @@ from ._C import (  # noqa: F401
     open_data_source,
     OPENAI_DATASET_MEAN,
     OPENAI_DATASET_STD,
+    plan_run,
     PrecomputedTeacher,
     purity,
     read_captions,
@@ -75,9 +77,10 @@ from ._C import (  # noqa: F401
     Trainer,
     WebDataset,
     zeroshot_classifier,
+    run,
 )
 
-from .plot import plot_metrics  # noqa: E402  (matplotlib is imported only when a plot is drawn)
+from .plot import plot_metrics, plot_results  # noqa: E402  (matplotlib is imported only when a plot is drawn)
 
 init()
 
@@ -113,6 +116,7 @@ __all__ = [
     "encode_images",
     "encode_texts",
     "Error",
+    "evaluate",
     "evaluate_concepts",
     "evaluate_linear_probe",
     "evaluate_retrieval",
@@ -138,7 +142,10 @@ __all__ = [
     "open_data_source",
     "OPENAI_DATASET_MEAN",
     "OPENAI_DATASET_STD",
+    "plan_run",
     "plot_metrics",
+    "plot_results",
+    "run",
     "PrecomputedTeacher",
     "preprocess",
     "purity",

@@ -219,8 +219,14 @@ const std::vector<Command>& commands() {
        "evaluate a student (a checkpoint, a trainer checkpoint directory, or a config): zero-shot, retrieval, linear "
        "probe, text reconstruction probe, concept agreement; one JSON document",
        run_eval},
-      {"plot", "METRICS.jsonl OUT.png [--python PY]",
-       "plot a run's loss terms and learning rate (needs matplotlib: Debian's python3-matplotlib)", run_plot},
+      {"run", "--config run.json [--dry-run]",
+       "the whole method in one run directory: embed, cluster, train, eval, export, plots; each stage skipped when "
+       "up to date, rerun when its inputs or settings change, resumed when killed",
+       run_run, run_details},
+      {"plot", "METRICS.jsonl|results.json OUT.png [--python PY]",
+       "plot a run's loss terms and learning rate, or an evaluation's headline figures (needs matplotlib: Debian's "
+       "python3-matplotlib)",
+       run_plot},
   };
   return all;
 }

@@ -23,4 +23,8 @@ int run_plot(const std::vector<std::string>& args);
 // eval_command.cpp
 int run_eval(const std::vector<std::string>& args);
 
+// run_command.cpp
+int run_run(const std::vector<std::string>& args);
+std::string run_details();
+
 }  // namespace kclip::cli

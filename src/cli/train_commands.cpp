@@ -2,20 +2,14 @@
 #include "commands.h"
 
 #include "args.h"
-#include "kclip_plot_script.h"
-
+#include <kclip/pipeline.h>
 #include <kclip/train.h>
 
 #include <fmt/format.h>
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
-
-extern char** environ;
 
 namespace kclip::cli {
 namespace {
@@ -64,23 +58,11 @@ int run_train(const std::vector<std::string>& argv) {
   return 0;
 }
 
-// The Python that runs the plot script: $KCLIP_PYTHON, Debian's /usr/bin/python3, or python3 on the PATH.
+// The Python that runs the plot script: --python, $KCLIP_PYTHON, Debian's /usr/bin/python3, or python3 on the PATH.
 int run_plot(const std::vector<std::string>& argv) {
   Args args(argv, {"python"}, {});
-  if (args.positional().size() != 2) fail_value("plot expects METRICS.jsonl and OUT.png");
-  std::string python = args.get("python");
-  if (python.empty() && std::getenv("KCLIP_PYTHON")) python = std::getenv("KCLIP_PYTHON");
-  if (python.empty()) python = std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  std::vector<std::string> command = {python, "-c", kPlotScript, args.positional()[0], args.positional()[1]};
-  std::vector<char*> raw;
-  for (auto& part : command) raw.push_back(part.data());
-  raw.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, python.c_str(), nullptr, nullptr, raw.data(), environ) != 0)
-    fail("cannot run {} (set KCLIP_PYTHON to a Python with matplotlib)", python);
-  int status = 0;
-  if (::waitpid(pid, &status, 0) < 0) fail("waiting for {} failed", python);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+  if (args.positional().size() != 2) fail_value("plot expects METRICS.jsonl (or results.json) and OUT.png");
+  return plot_with_python(args.positional()[0], args.positional()[1], args.get("python"));
 }
 
 }  // namespace kclip::cli

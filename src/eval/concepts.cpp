@@ -53,7 +53,7 @@ ConceptAgreement evaluate_concepts(CLIP& model, const KnowledgeClipLossImpl* los
   const at::Tensor text = encode_texts(model, tokenizer, pairs.captions, batch_size, /*normalize=*/false);
 
   if (loss && loss->concept) {  // the heads' predicted concept of each pair
-    const ImageFeatures images = encode_images(model, std::make_shared<detail::ImageListDataset>(pairs.images),
+    const ImageFeatures images = encode_images(model, pairs.images,
                                                batch_size, workers, /*normalize=*/false);
     const at::Tensor image = images.features.index_select(0, at::tensor(pairs.caption_image, at::kLong));
     at::NoGradGuard no_grad;

@@ -34,17 +34,30 @@ std::string SubsetDataset::describe() const {
   return fmt::format("{} of {} ({} samples)", name_, base_->describe(), indices_.size());
 }
 
-PairsTable read_pairs(const std::filesystem::path& csv, const CsvDatasetOptions& columns) {
-  const CsvDataset pairs(csv, columns);
+PairsTable read_pairs(const std::filesystem::path& spec, const CsvDatasetOptions& columns) {
   PairsTable table;
-  std::unordered_map<std::string, int64_t> index;
-  for (int64_t i = 0; i < pairs.size(); ++i) {
-    const Sample s = pairs.get(i);
-    auto [it, fresh] = index.emplace(s.image_path.string(), static_cast<int64_t>(table.images.size()));
-    if (fresh) table.images.push_back(s.image_path);
-    table.captions.push_back(s.caption);
-    table.caption_image.push_back(it->second);
+  const std::string ext = spec.extension().string();
+  if (ext == ".csv" || ext == ".tsv" || std::filesystem::is_regular_file(spec)) {
+    const CsvDataset pairs(spec, columns);
+    std::vector<std::filesystem::path> images;
+    std::unordered_map<std::string, int64_t> index;
+    for (int64_t i = 0; i < pairs.size(); ++i) {
+      const Sample s = pairs.get(i);
+      auto [it, fresh] = index.emplace(s.image_path.string(), static_cast<int64_t>(images.size()));
+      if (fresh) images.push_back(s.image_path);
+      table.captions.push_back(s.caption);
+      table.caption_image.push_back(it->second);
+    }
+    table.images = std::make_shared<ImageListDataset>(std::move(images));
+    return table;
   }
+  const DataSource source = open_data_source(spec.string(), DataSourceOptions().split("test"));
+  if (!source.dataset) fail_value("{}: expected a pairs CSV/TSV, an image folder, fashion-mnist or mnist", spec.string());
+  for (int64_t i = 0; i < source.dataset->size(); ++i) {
+    table.captions.push_back(source.dataset->get(i).caption);  // one template: "a photo of a {class}."
+    table.caption_image.push_back(i);
+  }
+  table.images = source.dataset;
   return table;
 }
 

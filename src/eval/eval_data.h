@@ -43,13 +43,16 @@ class SubsetDataset : public Dataset {
   std::string name_;
 };
 
-// The unique images of a pairs CSV (first appearance order), every caption, and each caption's image index.
+// Image–caption pairs to evaluate on: the unique images as a data set (`images`, one sample per image), every
+// caption, and each caption's image index. From a pairs CSV (images in first-appearance order), or from any other
+// source open_data_source takes (an image folder, "fashion-mnist", ...: its test split, each sample with its
+// caption, class name × the first template).
 struct PairsTable {
-  std::vector<std::filesystem::path> images;
+  std::shared_ptr<const Dataset> images;
   std::vector<std::string> captions;
   std::vector<int64_t> caption_image;
 };
-PairsTable read_pairs(const std::filesystem::path& csv, const CsvDatasetOptions& columns);
+PairsTable read_pairs(const std::filesystem::path& spec, const CsvDatasetOptions& columns);
 
 // For each row of `queries` [Q, D], the indices [Q, min(k, K)] of its most similar rows of `keys` [K, D] (dot
 // product, best first), over blocks of `block` keys and queries with a running top-k: never the Q × K matrix.

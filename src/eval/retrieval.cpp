@@ -51,9 +51,12 @@ RetrievalResult retrieval_recall(const at::Tensor& image_features, const at::Ten
 
 RetrievalResult evaluate_retrieval(CLIP& model, const ClipTokenizer& tokenizer, const std::filesystem::path& csv,
                                    const CsvDatasetOptions& columns, int64_t batch_size, int64_t workers) {
+  const std::string ext = csv.extension().string();
+  if (ext != ".csv" && ext != ".tsv" && !std::filesystem::is_regular_file(csv))
+    fail_value("retrieval {}: expected a pairs CSV/TSV (class-labelled data has identical captions for many images, "
+               "which retrieval cannot tell apart: use zero-shot classification there)", csv.string());
   const detail::PairsTable pairs = detail::read_pairs(csv, columns);
-  const ImageFeatures images =
-      encode_images(model, std::make_shared<detail::ImageListDataset>(pairs.images), batch_size, workers);
+  const ImageFeatures images = encode_images(model, pairs.images, batch_size, workers);
   const at::Tensor texts = encode_texts(model, tokenizer, pairs.captions, batch_size);
   return retrieval_recall(images.features, texts, at::tensor(pairs.caption_image, at::kLong));
 }

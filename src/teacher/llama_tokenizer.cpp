@@ -3,6 +3,8 @@
 #include <kclip/error.h>
 #include <kclip/llama_tokenizer.h>
 
+#include "teacher/llama2c_vocab.h"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -103,8 +105,16 @@ std::string take(char* text) {
 
 LlamaTokenizer::LlamaTokenizer(const std::filesystem::path& path) : path_(path) {
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) path_ = path / "tokenizer.model";
-  if (!std::filesystem::is_regular_file(path_, ec)) fail("{}: no SentencePiece tokenizer.model there", path_.string());
+  if (std::filesystem::is_directory(path, ec))
+    path_ = !std::filesystem::exists(path / "tokenizer.model", ec) && std::filesystem::exists(path / "tokenizer.bin", ec)
+                ? path / "tokenizer.bin"
+                : path / "tokenizer.model";
+  if (!std::filesystem::is_regular_file(path_, ec))
+    fail("{}: no tokenizer there (a SentencePiece tokenizer.model or llama2.c's tokenizer.bin)", path_.string());
+  if (path_.extension() == ".bin") {
+    llama2c_ = std::make_shared<const detail::Llama2cVocab>(path_);
+    return;
+  }
   const Shim& s = shim();
   char* error = nullptr;
   void* handle = s.load(path_.c_str(), &error);
@@ -114,6 +124,13 @@ LlamaTokenizer::LlamaTokenizer(const std::filesystem::path& path) : path_(path) 
 }
 
 std::vector<int64_t> LlamaTokenizer::encode(const std::string& text, bool bos, bool eos) const {
+  if (llama2c_) {
+    std::vector<int64_t> ids;
+    if (bos) ids.push_back(bos_id());
+    for (int64_t id : llama2c_->encode(text)) ids.push_back(id);
+    if (eos) ids.push_back(eos_id());
+    return ids;
+  }
   int32_t* raw = nullptr;
   std::size_t count = 0;
   if (char* error = shim().encode(processor_.get(), text.data(), text.size(), &raw, &count))
@@ -129,11 +146,16 @@ std::vector<int64_t> LlamaTokenizer::encode(const std::string& text, bool bos, b
 
 std::vector<std::string> LlamaTokenizer::encode_as_pieces(const std::string& text) const {
   std::vector<std::string> pieces;
+  if (llama2c_) {
+    for (int64_t id : encode(text)) pieces.push_back(llama2c_->piece(id));
+    return pieces;
+  }
   for (int64_t id : encode(text)) pieces.push_back(take(shim().id_to_piece(processor_.get(), static_cast<int32_t>(id))));
   return pieces;
 }
 
 std::string LlamaTokenizer::decode(const std::vector<int64_t>& ids) const {
+  if (llama2c_) return llama2c_->decode(ids);
   std::vector<int32_t> narrow;
   for (int64_t id : ids) {
     if (id < 0 || id >= vocab_size()) fail_value("LlamaTokenizer.decode: id {} not in [0, {})", id, vocab_size());
@@ -145,8 +167,9 @@ std::string LlamaTokenizer::decode(const std::vector<int64_t>& ids) const {
   return take(text);
 }
 
-int64_t LlamaTokenizer::bos_id() const { return shim().bos_id(processor_.get()); }
-int64_t LlamaTokenizer::eos_id() const { return shim().eos_id(processor_.get()); }
-int64_t LlamaTokenizer::vocab_size() const { return shim().size(processor_.get()); }
+// llama2.c's vocabulary is Llama 2's: <s> = 1, </s> = 2.
+int64_t LlamaTokenizer::bos_id() const { return llama2c_ ? 1 : shim().bos_id(processor_.get()); }
+int64_t LlamaTokenizer::eos_id() const { return llama2c_ ? 2 : shim().eos_id(processor_.get()); }
+int64_t LlamaTokenizer::vocab_size() const { return llama2c_ ? llama2c_->size() : shim().size(processor_.get()); }
 
 }  // namespace kclip

@@ -42,6 +42,28 @@ def test_tokenizer_matches_sentencepiece(shared):
     assert tok.encode("a cat", bos=True, eos=True)[0] == 1
 
 
+def test_llama2c_tokenizer_bin_gives_sentencepieces_ids(shared, tmp_path):
+    """llama2.c's tokenizer.bin (what the npm copy of stories15M ships) encodes as Meta's tokenizer.model."""
+    ref = json.loads(shared("tokenizers/llama2/reference_encodings.json").read_text())
+    spm = kclip.LlamaTokenizer(shared("tokenizers/llama2/tokenizer.model"))
+    tok = kclip.LlamaTokenizer(shared("models/stories15M/tokenizer.bin"))
+    assert (tok.vocab_size, tok.bos_id, tok.eos_id) == (32000, 1, 2)
+    for case in ref["cases"]:
+        assert tok.encode(case["text"]) == case["ids"], case["text"]
+        assert tok.encode_as_pieces(case["text"]) == case["pieces"], case["text"]
+    flickr = shared("data/flickr8k-1k/captions.csv").read_text().splitlines()[1:400]
+    captions = [line.split(",", 1)[1].strip('"') for line in flickr] + ["naïve café – 東京 🚀", "  two  spaces", ""]
+    differing = [c for c in captions if tok.encode(c) != spm.encode(c)]
+    assert not differing, differing[:3]
+    for c in captions[:50] + captions[-3:]:
+        assert tok.decode(tok.encode(c, bos=True)) == spm.decode(spm.encode(c, bos=True)), c
+    # the directory of stories15M.bin finds its tokenizer.bin; a damaged file is one clear error
+    assert kclip.LlamaTokenizer(shared("models/stories15M")).encode("a dog") == spm.encode("a dog")
+    (tmp_path / "tokenizer.bin").write_bytes(shared("models/stories15M/tokenizer.bin").read_bytes()[:5000])
+    with pytest.raises(kclip.Error, match="tokenizer.bin: .*not a llama2.c tokenizer.bin"):
+        kclip.LlamaTokenizer(tmp_path / "tokenizer.bin")
+
+
 def test_teacher_pools_and_batches(shared):
     teacher = kclip.LlamaTeacher.load(shared("models/stories260K/hf"), tokenizer=shared("tokenizers/llama2"),
                                       pooling="mean", max_length=32, token_budget=64)

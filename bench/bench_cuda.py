@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_clip  # noqa: E402  (EagerCLIP: OpenAI's architecture in eager PyTorch)
+import bench_llama  # noqa: E402  (llama_blocks: Hugging Face's Llama layers in eager PyTorch)
 
 import kclip  # noqa: E402
 
@@ -123,7 +124,7 @@ def bench_training(args, peak_tflops):
                          "images_per_s": batch / seconds, "tflops": flops / seconds / 1e12,
                          "mfu": flops / seconds / 1e12 / peak_tflops,
                          "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30})
-            del trainer
+            trainer = step = None  # free the GPU memory before the next variant
             torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     seconds = cuda_seconds(eager_step_fn(config, batch, pixels, ids), args.repeat)
@@ -146,37 +147,20 @@ def bench_training(args, peak_tflops):
 
 def eager_llama(w, c):
     """Hugging Face's Llama forward in eager PyTorch with SDPA attention (what transformers runs by default)."""
-    d, h, kvh = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
-    hd = d // h
+    hd = c["hidden_size"] // c["num_attention_heads"]
 
     def rms(x, weight):
         x32 = x.float()
         return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + c["rms_norm_eps"])).to(x.dtype)
 
-    def rot(x):
-        return torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], -1)
-
     def forward(ids):
-        b, t = ids.shape
         inv = 1.0 / c["rope_theta"] ** (torch.arange(0, hd, 2, device=ids.device, dtype=torch.float32) / hd)
-        ang = torch.outer(torch.arange(t, device=ids.device, dtype=torch.float32), inv)
+        ang = torch.outer(torch.arange(ids.shape[1], device=ids.device, dtype=torch.float32), inv)
         ang = torch.cat([ang, ang], -1)
         cos, sin = ang.cos().to(torch.bfloat16), ang.sin().to(torch.bfloat16)
         x = F.embedding(ids, w["model.embed_tokens.weight"])
-        for i in range(c["num_hidden_layers"]):
-            p = f"model.layers.{i}."
-            y = rms(x, w[p + "input_layernorm.weight"])
-            q = F.linear(y, w[p + "self_attn.q_proj.weight"]).view(b, t, h, hd).transpose(1, 2)
-            k = F.linear(y, w[p + "self_attn.k_proj.weight"]).view(b, t, kvh, hd).transpose(1, 2)
-            v = F.linear(y, w[p + "self_attn.v_proj.weight"]).view(b, t, kvh, hd).transpose(1, 2)
-            q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
-            k, v = k.repeat_interleave(h // kvh, 1), v.repeat_interleave(h // kvh, 1)
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + F.linear(a.transpose(1, 2).reshape(b, t, d), w[p + "self_attn.o_proj.weight"])
-            y = rms(x, w[p + "post_attention_layernorm.weight"])
-            x = x + F.linear(F.silu(F.linear(y, w[p + "mlp.gate_proj.weight"])) * F.linear(y, w[p + "mlp.up_proj.weight"]),
-                             w[p + "mlp.down_proj.weight"])
-        return rms(x, w["model.norm.weight"])
+        attend = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+        return bench_llama.llama_blocks(w, c, x, cos, sin, rms, attend)
 
     return forward
 
@@ -246,7 +230,7 @@ def bench_teacher(args, peak_tflops):
                          "tokens_per_s": b * t / seconds, "tokens_per_s_full_model": b * t / seconds * scale,
                          "tflops": flops / seconds / 1e12, "mfu": flops / seconds / 1e12 / peak_tflops,
                          "relative_difference_to_eager": relative})
-        del model, weights
+        model = weights = eager = None
         torch.cuda.empty_cache()
     print("\nTeacher prefill (hidden states), bf16")
     print(f"{'model':<28} {'implementation':<28} {'batch x T':>10} {'tokens/s':>11} {'full model':>11} "

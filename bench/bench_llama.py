@@ -42,8 +42,7 @@ def random_checkpoint(directory, c=CONFIG):
 
 def eager_hidden_states(w, ids, c=CONFIG):
     """Hugging Face's Llama forward in plain PyTorch eager: the reference peer (and a test's reference)."""
-    d, h, kvh = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
-    hd, (b, t) = d // h, ids.shape
+    hd, t = c["hidden_size"] // c["num_attention_heads"], ids.shape[1]
     inv = 1.0 / c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd)
     scale = c.get("rope_scaling", {}).get("factor", 1.0) if c.get("rope_scaling") else 1.0
     ang = torch.outer(torch.arange(t, dtype=torch.float64) / scale, inv)
@@ -54,10 +53,20 @@ def eager_hidden_states(w, ids, c=CONFIG):
     def rms(x, weight):
         return weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + c["rms_norm_eps"])
 
-    def rot(x):
-        return torch.cat([-x[..., hd // 2:], x[..., :hd // 2]], -1)
-
     x = F.embedding(ids, w["model.embed_tokens.weight"])
+    attend = lambda q, k, v: torch.softmax(q @ k.transpose(-2, -1) / hd ** 0.5 + mask, -1) @ v  # noqa: E731
+    return llama_blocks(w, c, x, cos, sin, rms, attend)
+
+
+def llama_blocks(w, c, x, cos, sin, rms, attend):
+    """Hugging Face's Llama decoder layers and final norm over embeddings x [B, T, D]: rotate-half RoPE (cos, sin
+    [T, head_dim]), grouped-query attention through `attend(q, k, v)` on [B, H, T, head_dim], SwiGLU MLP."""
+    d, h, kvh = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
+    hd, (b, t) = d // h, x.shape[:2]
+
+    def rot(y):
+        return torch.cat([-y[..., hd // 2:], y[..., :hd // 2]], -1)
+
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         y = rms(x, w[p + "input_layernorm.weight"])
@@ -66,7 +75,7 @@ def eager_hidden_states(w, ids, c=CONFIG):
         v = F.linear(y, w[p + "self_attn.v_proj.weight"]).view(b, t, kvh, hd).transpose(1, 2)
         q, k = q * cos + rot(q) * sin, k * cos + rot(k) * sin
         k, v = k.repeat_interleave(h // kvh, 1), v.repeat_interleave(h // kvh, 1)
-        a = torch.softmax(q @ k.transpose(-2, -1) / hd ** 0.5 + mask, -1) @ v
+        a = attend(q, k, v)
         x = x + F.linear(a.transpose(1, 2).reshape(b, t, d), w[p + "self_attn.o_proj.weight"])
         y = rms(x, w[p + "post_attention_layernorm.weight"])
         x = x + F.linear(F.silu(F.linear(y, w[p + "mlp.gate_proj.weight"])) * F.linear(y, w[p + "mlp.up_proj.weight"]),

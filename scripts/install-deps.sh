@@ -21,6 +21,8 @@ packages=(
   python3-torchvision python3-matplotlib
   # an independent CLIP tokenizer for the differential tests uses the `regex` package
   python3-regex
+  # the example notebook, executed by the test suite
+  python3-nbclient python3-ipykernel
   # Pillow: the reference for image resizing in the preprocessing tests
   python3-pil
 )

@@ -132,3 +132,21 @@ def test_bad_run_configurations_are_one_clear_error(setup, tmp_path, kclip_cli):
     with pytest.raises(ValueError, match="batch_size"):
         kclip.plan_run(config)
     assert not (tmp_path / "bad").exists()  # nothing written for a configuration that does not parse
+
+
+def test_the_study_runs_quick(shared, tmp_path):
+    """scripts/study.sh --quick: every configuration once on Flickr8k, a report with a number in every cell."""
+    shared("models/stories15M/stories15M.bin")  # skips (or fails under KCLIP_REQUIRE_SHARED) without ../shared
+    root = pathlib.Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, root / "scripts/study.py", "--quick", "--out", tmp_path / "study",
+                          "--report", tmp_path / "RESULTS.md"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "0." in line and "|" in line[2:]]
+    table = [r for r in rows if r.count("|") == 12]  # run + 10 figures
+    assert len(table) == 5, report
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")[1:]]
+        assert all(c == "–" or 0.0 <= float(c) <= 1.0 for c in cells), row
+    assert "CPU-hours" in report and "GPU-hours" in report
+    assert json.loads((tmp_path / "study/results.json").read_text())["seeds"] == [0]

@@ -16,6 +16,7 @@
 #include <kclip/loss_contrastive.h>
 #include <kclip/loss_distillation.h>
 #include <kclip/loss_knowledge_clip.h>
+#include <kclip/pipeline.h>
 #include <kclip/runtime.h>
 #include <kclip/safetensors.h>
 #include <kclip/teacher.h>

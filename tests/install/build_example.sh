@@ -16,3 +16,4 @@ echo "$out"
 grep -q "outputs match" <<<"$out"
 grep -q "CLIP pixels \[3, 32, 32\]" <<<"$out"
 grep -q "Trainer: 3 steps" <<<"$out"
+grep -q "Knowledge-CLIP on Fashion-MNIST" <<<"$out" || ! [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]

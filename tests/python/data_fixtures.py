@@ -1,5 +1,5 @@
 """Small image–caption data sets made on the fly: image files + a CSV, and the same pairs as webdataset tar shards
-(as img2dataset writes them: key.jpg + key.txt + key.json, shards of a fixed size)."""
+(as img2dataset writes them: key.jpg + key.txt + key.json, shards of a fixed size); and a teacher written in Python."""
 import csv
 import io
 import json
@@ -7,7 +7,10 @@ import pathlib
 import tarfile
 
 import numpy as np
+import torch
 from PIL import Image
+
+import kclip
 
 WORDS = ["dog", "cat", "bird", "horse", "boat", "car", "tree", "child", "ball", "river", "beach", "snow"]
 
@@ -71,3 +74,21 @@ def write_shards(root, n, per_shard, fmt="JPEG", extra=None):
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     return str(root / ("{00000..%05d}.tar" % (shards - 1)))
+
+
+class CharacterTeacher(kclip.Teacher):
+    """A teacher written in Python: letter frequencies. Stands where C++ takes a kclip::Teacher."""
+
+    def embed(self, texts):
+        out = torch.zeros(len(texts), 26)
+        for i, text in enumerate(texts):
+            for ch in text.lower():
+                if "a" <= ch <= "z":
+                    out[i, ord(ch) - 97] += 1
+        return out
+
+    def dim(self):
+        return 26
+
+    def id(self):
+        return "letters-v1"

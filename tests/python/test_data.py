@@ -2,7 +2,6 @@
 the training augmentation, and the teacher and concept targets attached to batches."""
 import io
 import pathlib
-import tarfile
 
 import numpy as np
 import pytest

@@ -4,37 +4,18 @@ import pathlib
 import subprocess
 import sys
 
-import torch
 
 import kclip
 from conftest import BUILD
-from data_fixtures import write_pairs
+from data_fixtures import CharacterTeacher, write_pairs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-class LetterTeacher(kclip.Teacher):
-    """Letter counts: a stand-in teacher whose embeddings differ per caption."""
-
-    def embed(self, texts):
-        out = torch.zeros(len(texts), 26)
-        for i, text in enumerate(texts):
-            for ch in text.lower():
-                if "a" <= ch <= "z":
-                    out[i, ord(ch) - 97] += 1
-        return out
-
-    def dim(self):
-        return 26
-
-    def id(self):
-        return "letters"
 
 
 def test_training_from_a_torch_dataloader(tmp_path):
     csv = write_pairs(tmp_path / "data", 40)
     captions = [row.split(",", 1)[1] for row in csv.read_text().splitlines()[1:]]
-    cache = kclip.EmbeddingCache.build(str(tmp_path / "cache"), LetterTeacher(), captions, progress=False)
+    cache = kclip.EmbeddingCache.build(str(tmp_path / "cache"), CharacterTeacher(), captions, progress=False)
     kclip.KMeans(4, iters=10).fit(cache.get(sorted(set(captions)))).save(str(tmp_path / "concepts.safetensors"))
     out = subprocess.run(
         [sys.executable, ROOT / "examples/python/train_from_torch_dataloader.py", "--pairs", csv, "--teacher-cache",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import kclip
+from data_fixtures import CharacterTeacher
 
 
 @pytest.fixture
@@ -88,24 +89,6 @@ def test_bad_checkpoints_raise_kclip_errors(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"\x01\x02")
     with pytest.raises(kclip.Error, match="7-int header"):
         kclip.Llama.load(tmp_path / "x.bin")
-
-
-class CharacterTeacher(kclip.Teacher):
-    """A teacher written in Python: letter frequencies. Stands where C++ takes a kclip::Teacher."""
-
-    def embed(self, texts):
-        out = torch.zeros(len(texts), 26)
-        for i, text in enumerate(texts):
-            for ch in text.lower():
-                if "a" <= ch <= "z":
-                    out[i, ord(ch) - 97] += 1
-        return out
-
-    def dim(self):
-        return 26
-
-    def id(self):
-        return "letters-v1"
 
 
 def test_python_teacher_builds_a_cache_from_flickr_captions(shared, tmp_path):

@@ -1,7 +1,6 @@
 """Loss modules against independent plain-torch formulas (float64), autograd from Python, torch.optim, errors,
 and the contrastive loss gathered across two real processes (Gloo over loopback)."""
 import math
-import os
 import socket
 import subprocess
 import sys

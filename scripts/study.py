@@ -112,6 +112,18 @@ def mean_std(values):
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def previous_reading(path):
+    """The interpretation a person wrote into an earlier report (kept across regenerations), or a placeholder."""
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if "## Reading" in text:
+            kept = text.split("## Reading", 1)[1].split("\n## ", 1)[0].strip()
+            if kept:
+                return kept + "\n\n(Written for an earlier run: check it against the table above.)" \
+                    if "(Written for an earlier run" not in kept else kept
+    return "(no interpretation yet: pass --reading, or edit this section)"
+
+
 def report(path, rows, stage_seconds, costs, args):
     names = list(next(iter(rows.values()))[0].keys())
     lines = ["# Reproduction study: Knowledge-CLIP with a tiny student on Flickr8k (1k)", "",
@@ -130,7 +142,7 @@ def report(path, rows, stage_seconds, costs, args):
     for name, seconds in stage_seconds.items():
         lines.append(f"| {name} | " + " | ".join(f"{statistics.mean(seconds[s]):.1f}" if seconds[s] else "–"
                                                  for s in ("embed", "cluster", "train", "eval", "cub")) + " |")
-    lines += ["", "## Reading", "", args.reading or "(see the closing note of the session that ran this)", "",
+    lines += ["", "## Reading", "", args.reading or previous_reading(path), "",
               "## The paper's setting, estimated from the measured costs", ""]
     lines += costs
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_clip  # noqa: E402  (EagerCLIP: OpenAI's architecture in eager PyTorch)
-import bench_llama  # noqa: E402  (llama_blocks: Hugging Face's Llama layers in eager PyTorch)
+import bench_llama  # noqa: E402  (random_checkpoint, llama_blocks: Hugging Face's Llama in eager PyTorch)
 
 import kclip  # noqa: E402
 
@@ -181,39 +181,12 @@ LLAMA2_7B_8_LAYERS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidd
                       "tie_word_embeddings": False}
 
 
-def random_bf16_checkpoint(directory, c):
-    """A Hugging Face Llama directory with random bf16 weights drawn on the GPU; returns the GPU weights."""
-    g = torch.Generator(device="cuda").manual_seed(0)
-    d, f = c["hidden_size"], c["intermediate_size"]
-    kv = d // c["num_attention_heads"] * c["num_key_value_heads"]
-
-    def randn(*shape, std):
-        return (torch.randn(*shape, generator=g, device="cuda") * std).to(torch.bfloat16)
-
-    w = {"model.embed_tokens.weight": randn(c["vocab_size"], d, std=0.02),
-         "model.norm.weight": torch.ones(d, device="cuda", dtype=torch.bfloat16)}
-    if not c["tie_word_embeddings"]:
-        w["lm_head.weight"] = randn(c["vocab_size"], d, std=0.02)
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        for name, shape in (("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)), ("self_attn.v_proj", (kv, d)),
-                            ("self_attn.o_proj", (d, d)), ("mlp.gate_proj", (f, d)), ("mlp.up_proj", (f, d)),
-                            ("mlp.down_proj", (d, f))):
-            w[p + name + ".weight"] = randn(*shape, std=shape[1] ** -0.5)
-        w[p + "input_layernorm.weight"] = torch.ones(d, device="cuda", dtype=torch.bfloat16)
-        w[p + "post_attention_layernorm.weight"] = torch.ones(d, device="cuda", dtype=torch.bfloat16)
-    with open(os.path.join(directory, "config.json"), "w") as out:
-        json.dump(dict(c, torch_dtype="bfloat16"), out)
-    kclip.save_safetensors(os.path.join(directory, "model.safetensors"), {k: v.cpu() for k, v in w.items()})
-    return w
-
-
 def bench_teacher(args, peak_tflops):
     rows = []
     shapes = [("stories15M", STORIES15M, 256, 256, 1.0), ("Llama-2-7B (8 of 32 layers)", LLAMA2_7B_8_LAYERS, 16, 512, 8 / 32)]
     for name, c, b, t, scale in shapes:
         with tempfile.TemporaryDirectory() as tmp:
-            weights = random_bf16_checkpoint(tmp, c)
+            weights = bench_llama.random_checkpoint(tmp, c, device="cuda", dtype=torch.bfloat16)
             model = kclip.Llama.load(tmp)
         model.to("cuda")
         model.to(torch.bfloat16)

@@ -21,22 +21,33 @@ CONFIG = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8
           "rope_theta": 10000.0, "tie_word_embeddings": False}
 
 
-def random_checkpoint(directory, c=CONFIG):
-    g = torch.Generator().manual_seed(0)
+def random_checkpoint(directory, c=CONFIG, device="cpu", dtype=torch.float32):
+    """A Hugging Face Llama directory with seeded random weights, drawn on `device` and stored as `dtype`; returns
+    the weights (on `device`)."""
+    g = torch.Generator(device=device).manual_seed(0)
     d, kv, f = c["hidden_size"], c["hidden_size"] // c["num_attention_heads"] * c["num_key_value_heads"], c["intermediate_size"]
-    w = {"model.embed_tokens.weight": torch.randn(c["vocab_size"], d, generator=g) * 0.02,
-         "model.norm.weight": torch.ones(d), "lm_head.weight": torch.randn(c["vocab_size"], d, generator=g) * 0.02}
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=g, device=device)
+
+    def ones(n):
+        return torch.ones(n, device=device, dtype=dtype)
+
+    w = {"model.embed_tokens.weight": (normal(c["vocab_size"], d) * 0.02).to(dtype), "model.norm.weight": ones(d)}
+    if not c["tie_word_embeddings"]:
+        w["lm_head.weight"] = (normal(c["vocab_size"], d) * 0.02).to(dtype)
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         for name, shape in (("self_attn.q_proj", (d, d)), ("self_attn.k_proj", (kv, d)), ("self_attn.v_proj", (kv, d)),
                             ("self_attn.o_proj", (d, d)), ("mlp.gate_proj", (f, d)), ("mlp.up_proj", (f, d)),
                             ("mlp.down_proj", (d, f))):
-            w[p + name + ".weight"] = torch.randn(*shape, generator=g) / shape[1] ** 0.5
-        w[p + "input_layernorm.weight"] = torch.ones(d)
-        w[p + "post_attention_layernorm.weight"] = torch.ones(d)
+            w[p + name + ".weight"] = (normal(*shape) / shape[1] ** 0.5).to(dtype)
+        w[p + "input_layernorm.weight"] = ones(d)
+        w[p + "post_attention_layernorm.weight"] = ones(d)
+    stored = dict(c, torch_dtype=str(dtype).replace("torch.", "")) if dtype != torch.float32 else c
     with open(os.path.join(directory, "config.json"), "w") as out:
-        json.dump(c, out)
-    kclip.save_safetensors(os.path.join(directory, "model.safetensors"), w)
+        json.dump(stored, out)
+    kclip.save_safetensors(os.path.join(directory, "model.safetensors"), {k: v.cpu() for k, v in w.items()})
     return w
 
 

@@ -32,23 +32,23 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
+// This process's GPU: LOCAL_RANK under torchrun, else 0.
+c10::Device local_cuda_device() {
+  const char* local = std::getenv("LOCAL_RANK");
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local ? std::atoi(local) : 0));
+}
+
 c10::Device choose_device(const std::string& requested) {
   if (!requested.empty()) {
     try {
       c10::Device d(requested);
       if (d.is_cuda() && !torch::cuda::is_available()) fail_value("device '{}': CUDA is not available here", requested);
-      if (d.is_cuda() && !d.has_index()) {  // "cuda": this process's GPU (LOCAL_RANK under torchrun), as a number
-        const char* local = std::getenv("LOCAL_RANK");
-        d = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local ? std::atoi(local) : 0));
-      }
-      return d;
+      return d.is_cuda() && !d.has_index() ? local_cuda_device() : d;  // "cuda" names a GPU by number
     } catch (const c10::Error&) {
       fail_value("device '{}': expected cpu, cuda or cuda:N", requested);
     }
   }
-  if (!torch::cuda::is_available()) return c10::kCPU;
-  const char* local = std::getenv("LOCAL_RANK");
-  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local ? std::atoi(local) : 0));
+  return torch::cuda::is_available() ? local_cuda_device() : c10::Device(c10::kCPU);
 }
 
 // --model: a config name, a config file, or a checkpoint to start from.

@@ -93,13 +93,17 @@ EvalSuiteOptions eval_options(const RunConfig& c, const Paths& p) {
   return e;
 }
 
-// Captions the teacher embeds: the training data's and those of the evaluation pairs (concept agreement reads them).
-std::vector<std::string> captions_to_embed(const RunConfig& c, const EvalSuiteOptions& e) {
+// The training data's captions, deduplicated and sorted (what K-means clusters).
+std::vector<std::string> training_captions(const RunConfig& c) {
   const DataSource source = open_training_data(c.train);
   if (!source.dataset)
     fail_value("run: the embed stage reads the captions of train.train_data; tar shards ({}) need a cache made "
                "beforehand with `kclip embed`", c.train.train_data);
-  std::vector<std::string> captions = source.dataset->captions();
+  return unique_sorted(source.dataset->captions());
+}
+
+// Captions the teacher embeds: the training captions and those of the evaluation pairs (concept agreement reads them).
+std::vector<std::string> captions_to_embed(std::vector<std::string> captions, const EvalSuiteOptions& e) {
   if (!e.concepts().empty()) {
     const std::string pairs = !e.concept_data().empty() ? e.concept_data() : !e.retrieval().empty() ? e.retrieval() : e.text_probe();
     const auto table = detail::read_pairs(pairs, e.columns());
@@ -114,21 +118,27 @@ struct Stage {
   bool on = false;
   json settings;
   std::string fingerprint;
+  std::vector<std::string> captions;  // read once while planning: embed's captions, cluster's training captions
 };
 
 std::vector<Stage> describe_stages(const RunConfig& c, const Paths& p) {
   const TrainConfig t = training_config(c, p);
   const EvalSuiteOptions e = eval_options(c, p);
   std::vector<Stage> stages(6);
-  stages[0] = {"embed", !c.teacher_model.empty(), json::object(), ""};
+  stages[0].name = "embed";
+  stages[0].on = !c.teacher_model.empty();
   if (stages[0].on) {
-    const std::vector<std::string> captions = captions_to_embed(c, e);
+    std::vector<std::string> training = training_captions(c);
+    const std::vector<std::string> captions = captions_to_embed(training, e);
+    stages[0].captions = captions;
+    stages[1].captions = std::move(training);
     stages[0].settings = {{"teacher", checkpoint_fingerprint(c.teacher_model)}, {"tokenizer", path_stamp(c.teacher_tokenizer)},
                           {"pooling", c.teacher_pooling}, {"layer", c.teacher_layer}, {"max_length", c.teacher_max_length},
                           {"dtype", c.teacher_dtype}, {"captions", captions.size()},
                           {"captions_hash", hex_fnv1a(fmt::format("{}", fmt::join(captions, "\n")))}};
   }
-  stages[1] = {"cluster", c.concepts_k > 0 && !c.teacher_model.empty(), json::object(), ""};
+  stages[1].name = "cluster";
+  stages[1].on = c.concepts_k > 0 && !c.teacher_model.empty();
   if (stages[1].on)
     stages[1].settings = {{"k", c.concepts_k}, {"iters", c.concepts_iters}, {"n_init", c.concepts_n_init},
                           {"seed", c.concepts_seed}, {"tol", c.concepts_tol}, {"metric", c.concepts_metric},
@@ -138,15 +148,15 @@ std::vector<Stage> describe_stages(const RunConfig& c, const Paths& p) {
     train_settings.erase(volatile_key);  // how it runs, not what it computes
   train_settings["train_data_stamp"] = path_stamp(t.train_data);
   train_settings["model_stamp"] = path_stamp(t.model);
-  stages[2] = {"train", true, train_settings, ""};
+  stages[2] = {"train", true, train_settings, "", {}};
   json eval_settings = {{"zeroshot", e.zeroshot()}, {"templates", e.templates()}, {"retrieval", path_stamp(e.retrieval())},
                         {"linear_probe", e.linear_probe()}, {"text_probe", path_stamp(e.text_probe())},
                         {"text_probe_epochs", e.text_probe_epochs()}, {"text_probe_width", e.text_probe_width()},
                         {"concepts", !e.concepts().empty()}, {"concept_data", path_stamp(e.concept_data())},
                         {"img_key", e.columns().img_key()}, {"caption_key", e.columns().caption_key()}};
-  stages[3] = {"eval", c.has_eval(), eval_settings, ""};
-  stages[4] = {"export", !c.export_layouts.empty(), json{{"layouts", c.export_layouts}}, ""};
-  stages[5] = {"plots", c.plots, json::object(), ""};
+  stages[3] = {"eval", c.has_eval(), eval_settings, "", {}};
+  stages[4] = {"export", !c.export_layouts.empty(), json{{"layouts", c.export_layouts}}, "", {}};
+  stages[5] = {"plots", c.plots, json::object(), "", {}};
   std::string chain;
   for (auto& s : stages) {
     if (!s.on) continue;
@@ -209,21 +219,20 @@ void remove_tree(const fs::path& path) {
 
 // ---- the stages -------------------------------------------------------------------------------------------------
 
-void run_embed(const RunConfig& c, const Paths& p, bool fresh) {
+void run_embed(const RunConfig& c, const Paths& p, bool fresh, const std::vector<std::string>& captions) {
   if (fresh) remove_tree(p.cache);
   auto teacher = LlamaTeacher::load(c.teacher_model, c.teacher_tokenizer,
                                     LlamaTeacherOptions().pooling(c.teacher_pooling).layer(c.teacher_layer)
                                         .max_length(c.teacher_max_length));
   std::string dtype = c.teacher_dtype;
   std::transform(dtype.begin(), dtype.end(), dtype.begin(), ::toupper);
-  EmbeddingCache::build(p.cache, *teacher, captions_to_embed(c, eval_options(c, p)),
+  EmbeddingCache::build(p.cache, *teacher, captions,
                         EmbeddingCacheOptions().dtype(dtype).batch_size(c.teacher_batch_size).progress(false));
 }
 
-void run_cluster(const RunConfig& c, const Paths& p) {
+void run_cluster(const RunConfig& c, const Paths& p, const std::vector<std::string>& training_captions) {
   const EmbeddingCache cache(p.cache);
-  const DataSource source = open_training_data(c.train);
-  const at::Tensor x = cache.get(unique_sorted(source.dataset->captions()));  // the training captions only
+  const at::Tensor x = cache.get(training_captions);  // the training captions only
   KMeans kmeans(KMeansOptions(c.concepts_k).iters(c.concepts_iters).n_init(c.concepts_n_init).seed(c.concepts_seed)
                     .tol(c.concepts_tol).metric(c.concepts_metric).init(c.concepts_init));
   kmeans.fit(x);
@@ -272,8 +281,8 @@ RunSummary run_pipeline(const RunConfig& c, const std::function<void(const std::
       const bool fresh = sp.action == "run";
       write_record(p, s, "running", 0);
       const auto start = std::chrono::steady_clock::now();
-      if (s.name == "embed") run_embed(c, p, fresh);
-      if (s.name == "cluster") run_cluster(c, p);
+      if (s.name == "embed") run_embed(c, p, fresh, s.captions);
+      if (s.name == "cluster") run_cluster(c, p, s.captions);
       if (s.name == "train") summary.checkpoint = run_train(c, p, fresh);
       if (s.name == "eval" || s.name == "export" || s.name == "plots") {
         if (summary.checkpoint.empty()) summary.checkpoint = latest_checkpoint(p.checkpoints);

@@ -18,7 +18,7 @@ void bind_cluster(py::module_& m) {
   py::class_<KMeans>(m, "KMeans")
       .def(py::init([](int64_t k, int64_t iters, double tol, const std::string& init, int64_t n_init, uint64_t seed,
                        const std::string& metric, int64_t n_local_trials, int64_t memory_budget_mb,
-                       int64_t batch_size, int64_t init_sample) {
+                       int64_t batch_size, int64_t init_sample, const std::string& algorithm) {
              return KMeans(kclip::KMeansOptions(k)
                                .iters(iters)
                                .tol(tol)
@@ -29,11 +29,12 @@ void bind_cluster(py::module_& m) {
                                .n_local_trials(n_local_trials)
                                .memory_budget_mb(memory_budget_mb)
                                .batch_size(batch_size)
-                               .init_sample(init_sample));
+                               .init_sample(init_sample)
+                               .algorithm(algorithm));
            }),
-           arg("k"), arg("iters") = 100, arg("tol") = 1e-4, arg("init") = "k-means++", arg("n_init") = 1,
+           arg("k"), arg("iters") = 100, arg("tol") = 1e-4, arg("init") = "greedy-k-means++", arg("n_init") = 1,
            arg("seed") = 0, arg("metric") = "l2", arg("n_local_trials") = 0, arg("memory_budget_mb") = 256,
-           arg("batch_size") = 0, arg("init_sample") = 0)
+           arg("batch_size") = 0, arg("init_sample") = -1, arg("algorithm") = "auto")
       .def(
           "fit",
           [](KMeans& km, const at::Tensor& x, const c10::optional<at::Tensor>& init) -> KMeans& {

@@ -3,7 +3,10 @@
 // pair's soft concept label comes from its distances to the centroids).
 //
 // Runs on the data's device. Lloyd iterations take all distances from one GEMM per row chunk
-// (‖x‖² − 2·x·Cᵀ + ‖c‖²), with chunks sized to a memory budget; the mini-batch mode (Sculley 2010) streams
+// (‖x‖² − 2·x·Cᵀ + ‖c‖²), with chunks sized to a memory budget. On CPU the default algorithm keeps Elkan's
+// triangle-inequality bounds (an upper bound to each row's own centroid, a lower bound to every other) and
+// recomputes, again by GEMM, only the rows whose nearest centroid may have changed: the same assignments as
+// Lloyd at a fraction of the distance computations. The mini-batch mode (Sculley 2010) streams
 // over data larger than memory, such as memory-mapped safetensors shards. metric "cosine" is spherical k-means:
 // data and centroids are L2-normalised and the distance is 1 − cos.
 #include <kclip/safetensors.h>
@@ -23,18 +26,24 @@ struct KMeansOptions {
   TORCH_ARG(int64_t, k);
   TORCH_ARG(int64_t, iters) = 100;  // Lloyd iterations (mini-batch: epochs)
   TORCH_ARG(double, tol) = 1e-4;    // stop when inertia falls by less than tol × inertia
-  // "k-means++" (default), "greedy-k-means++" (n_local_trials candidates per step, keep the best, as
-  // scikit-learn), or "random" (k distinct points). fit(x, centroids) starts from given centroids.
-  TORCH_ARG(std::string, init) = "k-means++";
+  // "greedy-k-means++" (default: n_local_trials candidates per step, keep the best, as scikit-learn),
+  // "k-means++" (one candidate per step), or "random" (k distinct points). fit(x, centroids) starts from given
+  // centroids.
+  TORCH_ARG(std::string, init) = "greedy-k-means++";
   TORCH_ARG(int64_t, n_local_trials) = 0;  // greedy: 0 means 2 + floor(ln k)
   TORCH_ARG(int64_t, n_init) = 1;          // restarts; the lowest inertia wins
-  // Seed on this many random rows (0: all). Seeding reads the data once per centroid; on Fashion-MNIST
-  // (K = 100) 10000 of 60000 rows seed as well as all of them at a sixth of the cost.
-  TORCH_ARG(int64_t, init_sample) = 0;
+  // Seed on this many random rows (0: all; -1, the default: max(5000, 50·k)). Seeding reads its rows once
+  // per centroid; on Fashion-MNIST (60000 rows, K = 100) greedy seeding on 5000 of them ends, after 20 Lloyd
+  // iterations, at scikit-learn's inertia (seeded on all rows) for a twelfth of the seeding cost
+  // (bench/bench_kmeans.py).
+  TORCH_ARG(int64_t, init_sample) = -1;
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(std::string, metric) = "l2";   // "l2" or "cosine"
   TORCH_ARG(int64_t, memory_budget_mb) = 256;  // bound on each distance chunk
   TORCH_ARG(int64_t, batch_size) = 0;  // > 0: mini-batch mode with batches of this many rows
+  // "auto" (default): "elkan" for CPU data whose [N, k] float32 bounds fit memory_budget_mb, else "lloyd".
+  // "elkan" (CPU only) gives Lloyd's iterations with fewer distance computations; "lloyd" computes them all.
+  TORCH_ARG(std::string, algorithm) = "auto";
 };
 
 class KMeans {

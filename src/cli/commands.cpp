@@ -122,20 +122,22 @@ int64_t parse_int(const Args& args, const std::string& name, int64_t fallback) {
 
 int run_cluster(const std::vector<std::string>& argv) {
   Args args(argv, {"embeddings", "k", "out", "metric", "minibatch", "iters", "seed", "init", "n-init", "tensor", "tol",
-             "init-sample"},
+             "init-sample", "algorithm"},
             {});
   if (!args.has("embeddings") || !args.has("k") || !args.has("out"))
     fail_value("cluster needs --embeddings PATH, --k K and --out FILE");
   Metadata source_meta;
   std::vector<at::Tensor> shards = embedding_shards(args.get("embeddings"), args.get("tensor", "embeddings"), &source_meta);
   KMeansOptions options(parse_int(args, "k", 0));
-  options.metric(args.get("metric", "l2"))
+  const KMeansOptions defaults(1);
+  options.metric(args.get("metric", defaults.metric()))
       .batch_size(parse_int(args, "minibatch", 0))
-      .iters(parse_int(args, "iters", 100))
+      .iters(parse_int(args, "iters", defaults.iters()))
       .seed(static_cast<uint64_t>(parse_int(args, "seed", 0)))
-      .init(args.get("init", "k-means++"))
-      .n_init(parse_int(args, "n-init", 1))
-      .init_sample(parse_int(args, "init-sample", 0));
+      .init(args.get("init", defaults.init()))
+      .n_init(parse_int(args, "n-init", defaults.n_init()))
+      .init_sample(parse_int(args, "init-sample", defaults.init_sample()))
+      .algorithm(args.get("algorithm", defaults.algorithm()));
   if (args.has("tol")) options.tol(std::stod(args.get("tol")));
   KMeans kmeans(options);
   const auto start = std::chrono::steady_clock::now();
@@ -201,7 +203,8 @@ const std::vector<Command>& commands() {
        "embed unique captions (CSV/TSV column or text lines) with a Llama teacher into a resumable cache", run_embed},
       {"cluster",
        "--embeddings PATH --k K --out FILE [--metric l2|cosine] [--minibatch BATCH] [--iters N] [--seed S] "
-       "[--init k-means++|greedy-k-means++|random] [--n-init N] [--init-sample ROWS] [--tol T] [--tensor NAME]",
+       "[--init greedy-k-means++|k-means++|random] [--n-init N] [--init-sample ROWS (-1: auto, 0: all)] "
+       "[--algorithm auto|elkan|lloyd] [--tol T] [--tensor NAME]",
        "K-means over embeddings (a .safetensors file or a directory of shards, tensor 'embeddings' by default); "
        "writes the centroids artifact",
        run_cluster},

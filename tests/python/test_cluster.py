@@ -17,16 +17,60 @@ def planted(k=5, per=60, dim=8, seed=0):
     return centres[labels] + 0.5 * torch.randn(k * per, dim, generator=g), labels
 
 
-def test_lloyd_matches_scikit_learn_from_the_same_start():
+@pytest.mark.parametrize("algorithm", ["lloyd", "elkan"])
+def test_lloyd_matches_scikit_learn_from_the_same_start(algorithm):
     x = torch.rand(3000, 16, generator=torch.Generator().manual_seed(1))
     start = x[:10].clone()
-    ours = kclip.KMeans(10, iters=50, tol=0).fit(x, init=start)
+    ours = kclip.KMeans(10, iters=50, tol=0, algorithm=algorithm).fit(x, init=start)
     ref = sklearn_cluster.KMeans(10, init=start.double().numpy(), n_init=1, algorithm="lloyd", max_iter=50,
                                  tol=0).fit(x.double().numpy())
     assert ours.n_iter == ref.n_iter_
     assert torch.allclose(ours.centroids.double(), torch.from_numpy(ref.cluster_centers_), atol=1e-5)
     assert ours.inertia == pytest.approx(ref.inertia_, rel=1e-5)
     assert torch.equal(ours.predict(x), torch.from_numpy(ref.predict(x.double().numpy())).long())
+
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+def fashion_mnist(rows):
+    import gzip
+    if not __import__("os").path.exists(FASHION):
+        pytest.skip(f"{FASHION} missing (apt-get install dataset-fashion-mnist)")
+    with gzip.open(FASHION, "rb") as f:
+        raw = f.read(16 + rows * 784)
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(rows, 784).astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_elkan_bounds_give_lloyds_iterations(metric):
+    """Elkan's bounds skip distance computations, never assignments: from the same start, every iteration's
+    inertia and the centroids equal plain Lloyd's (real data: Fashion-MNIST images), and the kept labels are the
+    nearest centroids (the inertia it tracks from cluster sums equals a fresh pass over the data)."""
+    x = fashion_mnist(6000)
+    start = x[torch.randperm(6000, generator=torch.Generator().manual_seed(0))[:40]].clone()
+    lloyd = kclip.KMeans(40, iters=5, tol=0, metric=metric, algorithm="lloyd").fit(x, init=start)
+    elkan = kclip.KMeans(40, iters=5, tol=0, metric=metric, algorithm="elkan").fit(x, init=start)
+    assert torch.equal(lloyd.predict(x), elkan.predict(x))
+    assert torch.allclose(lloyd.centroids, elkan.centroids, atol=1e-6)
+    assert elkan.inertia_history == pytest.approx(lloyd.inertia_history, rel=1e-6)
+    as_float64 = kclip.KMeans(40, iters=5, tol=0, metric=metric, algorithm="elkan").fit(x.double(), init=start)
+    assert torch.equal(as_float64.centroids, elkan.centroids)
+    longer = kclip.KMeans(40, iters=30, tol=0, metric=metric, algorithm="elkan").fit(x, init=start)
+    assert longer.inertia == pytest.approx(longer.score(x), rel=1e-6)
+    assert all(b <= a * (1 + 1e-7) for a, b in zip(longer.inertia_history, longer.inertia_history[1:]))
+
+
+def test_algorithm_choice_and_memory_budget():
+    x = torch.rand(20000, 8, generator=torch.Generator().manual_seed(4))
+    lloyd = kclip.KMeans(20, iters=3, tol=0, algorithm="lloyd").fit(x)
+    # The [N, k] bounds (1.5 MiB) exceed a 1 MiB budget: "auto" falls back to Lloyd (the same centroids).
+    auto = kclip.KMeans(20, iters=3, tol=0, memory_budget_mb=1).fit(x)
+    assert torch.equal(auto.centroids, lloyd.centroids) and auto.inertia == pytest.approx(lloyd.inertia, rel=1e-7)
+    with pytest.raises(ValueError, match="algorithm='hamerly'"):
+        kclip.KMeans(3, algorithm="hamerly")
+    with pytest.raises(ValueError, match="init_sample=-2"):
+        kclip.KMeans(3, init_sample=-2)
 
 
 def test_kmeans_plus_plus_is_as_good_as_scikit_learns():

@@ -328,15 +328,64 @@ void CLIPImpl::load_weights(const TensorDict& state, const std::string& source) 
       });
 }
 
+namespace {
+
+// The config's sizes against the tensors (memory-mapped, nothing read yet), before the model is built from it.
+void check_hf_config(const CLIPConfig& c, const TensorDict& w, const std::string& config, const std::string& source) {
+  const detail::ConfigCheck check(w, config, source);
+  auto evidence = [&](const std::string& name) { return name + " " + detail::shape_of(w[name]); };
+  check.expect("vision_config.num_hidden_layers", c.vision_layers, check.count_blocks("vision_model.encoder.layers."),
+               "vision_model.encoder.layers.N blocks");
+  check.expect("text_config.num_hidden_layers", c.text_layers, check.count_blocks("text_model.encoder.layers."),
+               "text_model.encoder.layers.N blocks");
+  const std::string patch = "vision_model.embeddings.patch_embedding.weight";
+  const auto p = check.shape(patch, 4);
+  check.expect("vision_config.hidden_size", c.vision_width, p[0], evidence(patch));
+  check.expect("vision_config.patch_size", c.patch_size, p[3], evidence(patch));
+  const std::string positions = "vision_model.embeddings.position_embedding.weight";
+  const int64_t grid = c.image_size / c.patch_size;
+  check.expect("vision_config.image_size / patch_size, squared, + 1", grid * grid + 1, check.shape(positions, 2)[0],
+               evidence(positions));
+  const std::string tokens = "text_model.embeddings.token_embedding.weight";
+  const auto t = check.shape(tokens, 2);
+  check.expect("text_config.vocab_size", c.vocab_size, t[0], evidence(tokens));
+  check.expect("text_config.hidden_size", c.text_width, t[1], evidence(tokens));
+  const std::string context = "text_model.embeddings.position_embedding.weight";
+  check.expect("text_config.max_position_embeddings", c.context_length, check.shape(context, 2)[0], evidence(context));
+  check.expect("projection_dim", c.embed_dim, check.shape("visual_projection.weight", 2)[0],
+               evidence("visual_projection.weight"));
+}
+
+// A config given for an OpenAI-layout file: every size the shapes determine must agree.
+void check_openai_config(const CLIPConfig& c, const TensorDict& state, const std::string& source) {
+  const CLIPConfig shapes = CLIPConfig::infer_openai(state);
+  const std::string config = "the given CLIPConfig", from = "from the tensor shapes of " + source;
+  const detail::ConfigCheck check(state, config, source);
+  check.expect("embed_dim", c.embed_dim, shapes.embed_dim, from);
+  check.expect("image_size", c.image_size, shapes.image_size, from);
+  check.expect("patch_size", c.patch_size, shapes.patch_size, from);
+  check.expect("vision_width", c.vision_width, shapes.vision_width, from);
+  check.expect("vision_layers", c.vision_layers, shapes.vision_layers, from);
+  check.expect("context_length", c.context_length, shapes.context_length, from);
+  check.expect("vocab_size", c.vocab_size, shapes.vocab_size, from);
+  check.expect("text_width", c.text_width, shapes.text_width, from);
+  check.expect("text_layers", c.text_layers, shapes.text_layers, from);
+}
+
+}  // namespace
+
 std::shared_ptr<CLIPImpl> CLIPImpl::load(const std::filesystem::path& path, const CLIPConfig* config) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {  // Hugging Face CLIPModel
     const CLIPConfig c = config ? *config : CLIPConfig::from_hf_json(path / "config.json");
+    TensorDict weights = load_safetensors(path);
+    check_hf_config(c, weights, config ? "the given CLIPConfig" : (path / "config.json").string(), path.string());
     auto model = std::make_shared<CLIPImpl>(c);
-    model->load_weights(clip_hf_to_openai(load_safetensors(path), c, path.string()), path.string());
+    model->load_weights(clip_hf_to_openai(weights, c, path.string()), path.string());
     return model;
   }
   TensorDict state = load_safetensors(path);
+  if (config) check_openai_config(*config, state, path.string());
   auto model = std::make_shared<CLIPImpl>(config ? *config : CLIPConfig::infer_openai(state));
   model->load_weights(state, path.string());
   return model;

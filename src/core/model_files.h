@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <unistd.h>
 #include <string>
 #include <vector>
@@ -74,5 +75,47 @@ inline void load_parameters(torch::OrderedDict<std::string, at::Tensor> params, 
   at::NoGradGuard no_grad;
   for (auto& p : params) p.value().copy_(state[p.key()].reshape(p.value().sizes()));
 }
+
+// Config sizes checked against the tensors in the files before a model is built from the config: a config
+// whose sizes disagree with the weights (or are absurd) is one error naming the field, never an allocation of
+// whatever the config claims.
+class ConfigCheck {
+ public:
+  ConfigCheck(const TensorDict& weights, std::string config, std::string source)
+      : weights_(weights), config_(std::move(config)), source_(std::move(source)) {}
+
+  // The tensor's shape; a missing tensor or one with fewer than `min_dims` dimensions is an error.
+  std::vector<int64_t> shape(const std::string& tensor, int64_t min_dims) const {
+    if (!weights_.contains(tensor))
+      fail("{}: the weights have no tensor '{}' (needed to check {})", source_, tensor, config_);
+    std::vector<int64_t> sizes = weights_[tensor].sizes().vec();
+    if (static_cast<int64_t>(sizes.size()) < min_dims)
+      fail("{}: tensor '{}' has shape {}: expected {} dimensions", source_, tensor, shape_of(weights_[tensor]), min_dims);
+    return sizes;
+  }
+  // field = value must equal what the weights show (`actual`, seen in `evidence`).
+  void expect(const char* field, int64_t value, int64_t actual, const std::string& evidence) const {
+    if (value != actual)
+      fail("{}: {} = {}, but the weights have {} ({}): the config does not describe these weights", config_, field,
+           value, actual, evidence);
+  }
+  // Number of distinct N in tensor names "<prefix>N.".
+  int64_t count_blocks(const std::string& prefix) const {
+    std::set<int64_t> blocks;
+    for (const auto& item : weights_) {
+      const std::string& name = item.key();
+      if (name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::size_t end = name.find('.', prefix.size());
+      const std::string digits = name.substr(prefix.size(), end == std::string::npos ? std::string::npos : end - prefix.size());
+      if (!digits.empty() && digits.size() < 10 && digits.find_first_not_of("0123456789") == std::string::npos)
+        blocks.insert(std::stoll(digits));
+    }
+    return static_cast<int64_t>(blocks.size());
+  }
+
+ private:
+  const TensorDict& weights_;
+  std::string config_, source_;
+};
 
 }  // namespace kclip::detail

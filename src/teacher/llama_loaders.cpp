@@ -23,9 +23,30 @@ void LlamaImpl::load_weights(const TensorDict& weights, const std::string& sourc
       [](const at::Tensor& param, const at::Tensor& value) { return param.sizes() == value.sizes(); });
 }
 
+namespace {
+
+// Every size in config.json against the shapes of the tensors (memory-mapped, nothing read yet).
+void check_config(const LlamaConfig& c, const TensorDict& weights, const std::filesystem::path& directory) {
+  const detail::ConfigCheck check(weights, (directory / "config.json").string(), directory.string());
+  const std::string embed = "model.embed_tokens.weight", layer = "model.layers.0.";
+  const auto e = check.shape(embed, 2);
+  check.expect("vocab_size", c.vocab_size, e[0], embed + " " + detail::shape_of(weights[embed]));
+  check.expect("hidden_size", c.hidden_size, e[1], embed + " " + detail::shape_of(weights[embed]));
+  check.expect("num_hidden_layers", c.num_hidden_layers, check.count_blocks("model.layers."), "model.layers.N blocks");
+  const std::string k = layer + "self_attn.k_proj.weight", gate = layer + "mlp.gate_proj.weight";
+  check.expect("num_key_value_heads", c.num_key_value_heads, check.shape(k, 2)[0] / c.head_dim(),
+               k + " " + detail::shape_of(weights[k]) + " / head_dim " + std::to_string(c.head_dim()));
+  check.expect("intermediate_size", c.intermediate_size, check.shape(gate, 2)[0], gate + " " + detail::shape_of(weights[gate]));
+}
+
+}  // namespace
+
 std::shared_ptr<LlamaImpl> LlamaImpl::load_hf(const std::filesystem::path& directory) {
-  auto model = std::make_shared<LlamaImpl>(LlamaConfig::from_json(directory / "config.json"));
-  model->load_weights(load_safetensors(directory), directory.string());
+  const LlamaConfig config = LlamaConfig::from_json(directory / "config.json");
+  TensorDict weights = load_safetensors(directory);
+  check_config(config, weights, directory);
+  auto model = std::make_shared<LlamaImpl>(config);
+  model->load_weights(weights, directory.string());
   return model;
 }
 
@@ -66,9 +87,18 @@ std::shared_ptr<LlamaImpl> LlamaImpl::load_llama2c(const std::filesystem::path& 
 
   const int64_t dim = c.hidden_size, hidden = c.intermediate_size, layers = c.num_hidden_layers;
   const int64_t kv_dim = c.num_key_value_heads * c.head_dim(), vocab = c.vocab_size;
+  // The sizes are checked against the file size in floating point first: int32 header fields multiplied in
+  // int64 could overflow.
+  const auto implied = [&](auto zero) {
+    using T = decltype(zero);
+    const T d = dim, h = hidden, l = layers, kv = kv_dim, v = vocab, rope = T(c.max_position_embeddings) * c.head_dim();
+    return v * d + l * (2 * d + d * d * 2 + kv * d * 2 + h * d * 3) + d + rope + (c.tie_word_embeddings ? 0 : v * d);
+  };
+  if (28 + 4 * implied(0.0) > 1.01 * static_cast<double>(bytes) + 64)
+    fail("{}: {} bytes, but its header implies {:.4g} (dim {}, hidden_dim {}, n_layers {}, vocab {}, seq_len {})",
+         where, bytes, 28 + 4 * implied(0.0), dim, hidden, layers, vocab, c.max_position_embeddings);
   const int64_t rope_tables = c.max_position_embeddings * c.head_dim();  // freq_cis real + imag, unused
-  const int64_t floats = vocab * dim + layers * (2 * dim + dim * dim * 2 + kv_dim * dim * 2 + hidden * dim * 3) + dim +
-                         rope_tables + (c.tie_word_embeddings ? 0 : vocab * dim);
+  const int64_t floats = implied(int64_t{0});
   if (bytes != sizeof(header) + 4 * static_cast<uint64_t>(floats))
     fail("{}: {} bytes, but its header implies {} (28 + 4 x {} floats)", where, bytes, 28 + 4 * floats, floats);
   at::Tensor all = at::empty({floats}, at::kFloat);

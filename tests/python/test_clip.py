@@ -1,4 +1,5 @@
 """kclip.CLIP from Python against OpenAI's reference clip/model.py outputs (../shared/golden/clip-tiny)."""
+import json
 import pytest
 import torch
 
@@ -172,3 +173,33 @@ def test_text_features_do_not_depend_on_padding_after_the_last_end_of_text():
     for k, p in model.named_parameters().items():
         if k in grads:
             assert torch.allclose(grads[k], p.grad, atol=1e-5), k
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("vision_config", "num_hidden_layers", 10 ** 7),
+    ("vision_config", "hidden_size", 2 ** 20),
+    ("text_config", "vocab_size", 10 ** 10),
+    ("text_config", "max_position_embeddings", 2 ** 30),
+    (None, "projection_dim", 3),
+])
+def test_a_hugging_face_config_that_does_not_fit_its_weights_is_one_error(tmp_path, section, field, value):
+    """Sizes in config.json are checked against the weight files' shapes before the model is built: a huge or
+    inconsistent size is one error naming the field, not an allocation of what the config claims."""
+    model = kclip.CLIP(kclip.CLIPConfig.named("tiny"))
+    model.save(tmp_path / "hf", layout="hf")
+    kclip.CLIP.load(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (config[section] if section else config)[field] = value
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    name = f"{section}.{field}" if section else field
+    with pytest.raises(kclip.Error, match=f"config.json: {name} = {value}, but the weights have"):
+        kclip.CLIP.load(tmp_path / "hf")
+
+
+def test_a_given_config_that_does_not_fit_an_openai_file_is_one_error(tmp_path):
+    model = kclip.CLIP(kclip.CLIPConfig.named("tiny"))
+    model.save(tmp_path / "tiny.safetensors")
+    wrong = kclip.CLIPConfig.named("tiny")
+    wrong.text_layers = 10 ** 6
+    with pytest.raises(kclip.Error, match="text_layers = 1000000, but the weights have"):
+        kclip.CLIP.load(tmp_path / "tiny.safetensors", wrong)

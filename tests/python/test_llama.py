@@ -177,3 +177,41 @@ def test_half_precision_hf_checkpoints_load(shared, reference, tmp_path, dtype):
     with torch.no_grad():
         error = (model.logits(torch.tensor([seq["ids"]]))[0] - torch.tensor(seq["logits"])).abs().max()
     assert error < 0.5  # the weights themselves were rounded to 8-11 bits of mantissa
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", 2 ** 40, "hidden_size = 1099511627776, but the weights have 32"),
+    ("vocab_size", 10 ** 9, "vocab_size = 1000000000, but the weights have 100"),
+    ("num_hidden_layers", 10 ** 6, "num_hidden_layers = 1000000, but the weights have 2"),
+    ("intermediate_size", 2 ** 33, "intermediate_size = 8589934592, but the weights have 48"),
+    ("num_key_value_heads", 1, "num_key_value_heads = 1, but the weights have 2"),
+])
+def test_a_config_that_does_not_fit_its_weights_is_one_error_before_any_allocation(tmp_path, field, value, message):
+    """A config.json with huge or inconsistent sizes (found by mutating files as a new user would) used to make
+    Llama.load allocate what it claimed (terabytes): the sizes are now checked against the weight files' shapes
+    first, and the error names the field."""
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "bench"))
+    import bench_llama
+
+    config = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 100, "max_position_embeddings": 64, "rms_norm_eps": 1e-6,
+              "tie_word_embeddings": False}
+    bench_llama.random_checkpoint(str(tmp_path), config)
+    kclip.Llama.load(tmp_path)  # the untouched checkpoint loads
+    config[field] = value
+    if field == "hidden_size":
+        config["num_attention_heads"] = 4
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(kclip.Error, match=message.replace("(", r"\(")) as error:
+        kclip.Llama.load(tmp_path)
+    assert "config.json" in str(error.value) and field in str(error.value)
+
+
+def test_a_llama2c_header_that_overflows_is_one_error(tmp_path):
+    import struct
+    path = tmp_path / "huge.bin"
+    path.write_bytes(struct.pack("7i", 2 ** 30, 2 ** 30, 2 ** 30, 2 ** 20, 2 ** 20, 32000, 256) + bytes(64))
+    with pytest.raises(kclip.Error, match="header implies"):
+        kclip.Llama.load(path)

@@ -25,13 +25,17 @@ namespace kclip::detail {
 // Writes text through a temporary file and a rename: readers see the old file or the new one, never half.
 inline void write_text_atomically(const std::filesystem::path& path, const std::string& text) {
   const std::filesystem::path temp = path.parent_path() / ("." + path.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  std::error_code ec;
   {
     std::ofstream out(temp, std::ios::binary);
     out << text;
     out.flush();
-    if (!out) fail("{}: cannot write", temp.string());
+    if (!out) {
+      out.close();
+      std::filesystem::remove(temp, ec);  // no half-written temporary left behind (e.g. disk full)
+      fail("{}: cannot write (disk full or not writable?); {} is unchanged", temp.string(), path.string());
+    }
   }
-  std::error_code ec;
   std::filesystem::rename(temp, path, ec);
   if (ec) {
     std::filesystem::remove(temp, ec);

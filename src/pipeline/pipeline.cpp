@@ -6,6 +6,7 @@
 #include <kclip/error.h>
 #include <kclip/teacher.h>
 
+#include "core/file_lock.h"
 #include "core/model_files.h"
 #include "data/csv.h"  // read_text_file
 #include "eval/eval_data.h"
@@ -268,6 +269,7 @@ RunSummary run_pipeline(const RunConfig& c, const std::function<void(const std::
   };
   const Paths p(c.run_dir);
   fs::create_directories(p.run);
+  const detail::DirectoryLock lock(p.run, "another process is writing this run directory (wait for it or use another run_dir)");
   detail::write_text_atomically(p.run / "run.json", c.to_json() + "\n");
   std::vector<Stage> stages;
   RunSummary summary;

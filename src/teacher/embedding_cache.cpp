@@ -3,6 +3,7 @@
 #include <kclip/error.h>
 #include <kclip/safetensors.h>
 
+#include "core/file_lock.h"
 #include "core/model_files.h"
 #include "data/csv.h"
 
@@ -157,6 +158,7 @@ EmbeddingCache EmbeddingCache::build(const fs::path& directory, Teacher& teacher
   const int64_t shard_count = (total + shard_size - 1) / shard_size;
   const std::string teacher_id = teacher.id();
   fs::create_directories(directory);
+  const detail::DirectoryLock lock(directory, "another process is writing this embedding cache (wait for it or use another directory)");
   const fs::path index_path = directory / "index.json";
 
   // Resume: the shards an earlier run completed are kept if they were made the same way from the same captions.

@@ -275,15 +275,7 @@ void Trainer::open_run_dir() {
     return;
   }
   fs::create_directories(checkpoint_dir());
-  const fs::path lock = run_dir_ / ".lock";
-  const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) fail("{}: cannot create the run's lock file", lock.string());
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    fail("{}: another kclip trainer is using this run directory (choose another --name, or wait for it)",
-         run_dir_.string());
-  }
-  impl_->lock_fd = fd;
+  impl_->lock = detail::DirectoryLock(run_dir_, "another kclip trainer is using this run directory (choose another --name, or wait for it)");
   for (const auto& entry : fs::directory_iterator(checkpoint_dir()))  // left by a run that was killed mid-write
     if (entry.path().filename().string().rfind(".step_", 0) == 0) fs::remove_all(entry.path());
   detail::write_text_atomically(run_dir_ / "config.json", config_.to_json() + "\n");
@@ -296,9 +288,7 @@ void Trainer::log_metrics(const std::string& json_object) {
   if (rank_ == 0) impl_->metrics.write(json_object);
 }
 
-Trainer::Impl::~Impl() {
-  if (lock_fd >= 0) ::close(lock_fd);
-}
+Trainer::Impl::~Impl() = default;
 
 // ---- one step -------------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 // The trainer's private state (private header), shared by trainer.cpp and checkpoint.cpp.
 #include <kclip/train.h>
 
+#include "core/file_lock.h"
 #include "train/metrics.h"
 #include "train/reducer.h"
 
@@ -21,7 +22,7 @@ struct Trainer::Impl {
   std::string loss_description;
 
   bool run_dir_ready = false;
-  int lock_fd = -1;  // flock on LOGS/NAME/.lock, held by rank 0 while the trainer lives
+  detail::DirectoryLock lock;  // LOGS/NAME/.lock, held by rank 0 while the trainer lives
   detail::MetricsLog metrics;
   detail::ProgressDisplay progress;
 

@@ -1,0 +1,153 @@
+"""The fault matrix of docs/reliability.md: a process killed at a random moment of `kclip embed`, a full disk
+while a file is written, a second writer on a directory another process writes. Each fault ends in one clear
+error or a resume, the last good state is kept, and nothing half-written is ever read as complete."""
+import fcntl
+import json
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import kclip
+from data_fixtures import CharacterTeacher
+
+HERE = pathlib.Path(__file__).resolve().parent
+# A llama2.c tokenizer.bin with 32000 made-up pieces (tests/fuzz/make_corpus.py): enough to drive a teacher.
+TOKENIZER = HERE.parent / "fuzz" / "corpus" / "llama2c_vocab" / "tokenizer.bin"
+
+
+def python_with_file_size_limit(code, limit_bytes):
+    """Runs `code` in a fresh interpreter whose files may not grow beyond `limit_bytes` (RLIMIT_FSIZE): a write
+    past it fails with EFBIG, as on a full disk (SIGXFSZ ignored, so the process sees the error)."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], preexec_fn=limit, capture_output=True,
+                          text=True, env=env)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    kclip.save_safetensors(path, {"w": torch.ones(10)}, {"version": "1"})
+    before = path.read_bytes()
+    done = python_with_file_size_limit(f"""
+        import torch, kclip
+        try:
+            kclip.save_safetensors({str(path)!r}, {{"w": torch.randn(1 << 20)}}, {{"version": "2"}})
+        except kclip.Error as e:
+            print("ERROR", e)
+        """, 64 * 1024)
+    assert "ERROR" in done.stdout and "weights.safetensors" in done.stdout, done.stdout + done.stderr
+    assert "File too large" in done.stdout or "No space" in done.stdout
+    assert path.read_bytes() == before  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.safetensors"]  # no temporary left
+    assert kclip.load_safetensors_metadata(path)["version"] == "1"
+
+
+def test_a_full_disk_while_embedding_stops_cleanly_and_the_rerun_completes_the_same_cache(tmp_path):
+    captions = [f"caption number {i} about {'dogs' if i % 2 else 'cats'}" for i in range(300)]
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    build = f"""
+        import json, kclip
+        from data_fixtures import CharacterTeacher
+        captions = json.load(open({str(tmp_path / 'captions.json')!r}))
+        try:
+            kclip.EmbeddingCache.build({str(tmp_path / 'cache')!r}, CharacterTeacher(), captions, shard_size=16,
+                                       dtype="f32", progress=False)
+            print("DONE")
+        except kclip.Error as e:
+            print("ERROR", e)
+        """
+    full = python_with_file_size_limit(build, 1500)  # a shard of 16 x 26 float32 is ~1.9 KB: the first one fails
+    assert "ERROR" in full.stdout, full.stdout + full.stderr
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    assert leftovers == []
+    with pytest.raises(kclip.Error):
+        kclip.EmbeddingCache(tmp_path / "cache").get(captions[:1])  # nothing half-written reads as complete
+    assert "DONE" in python_with_file_size_limit(build, 1 << 30).stdout
+    resumed = kclip.EmbeddingCache(tmp_path / "cache")
+    fresh = kclip.EmbeddingCache.build(str(tmp_path / "fresh"), CharacterTeacher(), captions, shard_size=16,
+                                       dtype="f32", progress=False)
+    assert resumed.complete and torch.equal(resumed.get(captions), fresh.get(captions))
+
+
+def hold_lock(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / ".lock", "w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def test_a_second_writer_of_an_embedding_cache_is_refused(tmp_path):
+    other = hold_lock(tmp_path / "cache")  # as another process building the same cache would
+    with pytest.raises(kclip.Error, match="another process is writing this embedding cache"):
+        kclip.EmbeddingCache.build(str(tmp_path / "cache"), CharacterTeacher(), ["a dog"], progress=False)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock"]  # nothing written
+    other.close()
+    kclip.EmbeddingCache.build(str(tmp_path / "cache"), CharacterTeacher(), ["a dog"], progress=False)
+
+
+def random_teacher(directory):
+    sys.path.insert(0, str(HERE.parents[1] / "bench"))
+    import bench_llama  # an independent Llama writer: random weights in Hugging Face's layout
+    config = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 32000, "max_position_embeddings": 64,
+              "tie_word_embeddings": False}
+    directory.mkdir()
+    bench_llama.random_checkpoint(str(directory), config)
+    return directory
+
+
+def test_kclip_embed_killed_at_a_random_moment_resumes_to_the_same_cache(tmp_path, kclip_cli):
+    teacher = random_teacher(tmp_path / "teacher")
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(f"a photo of thing {i} on day {i % 7}" for i in range(600)) + "\n")
+
+    def embed(out):
+        return [str(kclip_cli), "embed", "--teacher", str(teacher), "--tokenizer", str(TOKENIZER), "--captions",
+                str(captions), "--out", str(out), "--shard-size", "8", "--max-length", "32", "--quiet"]
+
+    subprocess.run(embed(tmp_path / "whole"), check=True, capture_output=True)
+    process = subprocess.Popen(embed(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (tmp_path / "killed" / "index.json").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(random.Random(os.getpid()).uniform(0, 0.3))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = json.loads((tmp_path / "killed" / "index.json").read_text())
+    assert not partial["complete"] or process.returncode == 0
+    subprocess.run(embed(tmp_path / "killed"), check=True, capture_output=True)
+    whole, resumed = tmp_path / "whole", tmp_path / "killed"
+    shards = sorted(p.name for p in whole.glob("shard-*.safetensors"))
+    assert shards == sorted(p.name for p in resumed.glob("shard-*.safetensors")) and len(shards) == 75
+    assert all((whole / s).read_bytes() == (resumed / s).read_bytes() for s in shards)
+
+
+def test_a_second_run_in_the_same_run_directory_is_refused(tmp_path):
+    from data_fixtures import write_pairs
+    teacher = random_teacher(tmp_path / "teacher")
+    csv = write_pairs(tmp_path / "data", 16)
+    config = {"run_dir": str(tmp_path / "run"),
+              "teacher": {"model": str(teacher), "tokenizer": str(TOKENIZER), "max_length": 32},
+              "concepts": {"k": 2, "iters": 5},
+              "train": {"train_data": str(csv), "model": "tiny", "batch_size": 8, "epochs": 1, "workers": 1,
+                        "progress": False},
+              "export": []}
+    other = hold_lock(tmp_path / "run")  # another `kclip run` on the same directory
+    with pytest.raises(kclip.Error, match="another process is writing this run directory"):
+        kclip.run(config)
+    assert not (tmp_path / "run" / "stages").exists()
+    other.close()
+    summary = kclip.run(config)
+    assert (tmp_path / "run" / "stages" / "train.json").exists(), summary

@@ -207,7 +207,17 @@ EmbeddingCache EmbeddingCache::build(const fs::path& directory, Teacher& teacher
         fail("teacher '{}' returned {} for {} captions: expected [{}, {}]", teacher_id,
              e.defined() ? fmt::format("[{}]", fmt::join(e.sizes(), ", ")) : "nothing", batch.size(), batch.size(),
              teacher.dim());
-      parts.push_back(e.detach().to(at::kCPU, at::kFloat));
+      at::Tensor rows = e.detach().to(at::kCPU, at::kFloat);
+      // A NaN or infinity would poison K-means and the distillation loss far from its cause: stop here, naming
+      // the caption (the rows are also checked after the cast to the cache's dtype, where f16 can overflow).
+      for (const at::Tensor& checked : {rows, rows.to(dtype)}) {
+        const at::Tensor bad = (~at::isfinite(checked).all(1)).nonzero();
+        if (bad.numel() > 0)
+          fail("{}: teacher '{}' gave a non-finite embedding for caption \"{}\"{}; nothing of shard {} was written",
+               directory.string(), teacher_id, batch[bad[0][0].item<int64_t>()],
+               checked.scalar_type() == at::kFloat ? "" : " once cast to " + options.dtype() + " (use dtype f32)", s);
+      }
+      parts.push_back(rows);
     }
     std::vector<int64_t> hashes;
     for (int64_t i = begin; i < end; ++i) hashes.push_back(static_cast<int64_t>(caption_hash(unique[i])));

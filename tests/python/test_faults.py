@@ -111,7 +111,7 @@ def random_teacher(directory):
 def test_kclip_embed_killed_at_a_random_moment_resumes_to_the_same_cache(tmp_path, kclip_cli):
     teacher = random_teacher(tmp_path / "teacher")
     captions = tmp_path / "captions.txt"
-    captions.write_text("\n".join(f"a photo of thing {i} on day {i % 7}" for i in range(600)) + "\n")
+    captions.write_text("\n".join(f"a photo of thing {i} on day {i % 7}" for i in range(2000)) + "\n")
 
     def embed(out):
         return [str(kclip_cli), "embed", "--teacher", str(teacher), "--tokenizer", str(TOKENIZER), "--captions",
@@ -126,11 +126,12 @@ def test_kclip_embed_killed_at_a_random_moment_resumes_to_the_same_cache(tmp_pat
     process.send_signal(signal.SIGKILL)
     process.wait()
     partial = json.loads((tmp_path / "killed" / "index.json").read_text())
-    assert not partial["complete"] or process.returncode == 0
+    for shard in partial["shards"]:  # a shard the index lists is whole (written to a temporary, then renamed)
+        assert kclip.load_safetensors(tmp_path / "killed" / shard)["embeddings"].shape[1] == 16
     subprocess.run(embed(tmp_path / "killed"), check=True, capture_output=True)
     whole, resumed = tmp_path / "whole", tmp_path / "killed"
     shards = sorted(p.name for p in whole.glob("shard-*.safetensors"))
-    assert shards == sorted(p.name for p in resumed.glob("shard-*.safetensors")) and len(shards) == 75
+    assert shards == sorted(p.name for p in resumed.glob("shard-*.safetensors")) and len(shards) == 250
     assert all((whole / s).read_bytes() == (resumed / s).read_bytes() for s in shards)
 
 
@@ -151,3 +152,62 @@ def test_a_second_run_in_the_same_run_directory_is_refused(tmp_path):
     other.close()
     summary = kclip.run(config)
     assert (tmp_path / "run" / "stages" / "train.json").exists(), summary
+
+
+class NaNTeacher(CharacterTeacher):
+    def embed(self, texts):
+        out = super().embed(texts)
+        out[len(texts) // 2, 3] = float("nan")
+        return out
+
+
+class HugeTeacher(CharacterTeacher):
+    def embed(self, texts):
+        return super().embed(texts) * 1e6
+
+
+def test_corrupt_and_extreme_inputs_are_one_clear_error_each(tmp_path):
+    """The inputs of the fault matrix not covered by a format's own tests: zero-byte files of every kind,
+    invalid UTF-8, a 1 MB caption, NaN teacher embeddings, an empty class folder, a CSV without its columns."""
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    for load in [kclip.load_safetensors, kclip.read_image, kclip.KMeans.load, kclip.Llama.load,
+                 kclip.CLIPConfig.from_json, kclip.LlamaTokenizer]:
+        renamed = {kclip.load_safetensors: "a.safetensors", kclip.KMeans.load: "k.safetensors",
+                   kclip.Llama.load: "m.bin", kclip.LlamaTokenizer: "tokenizer.bin", kclip.read_image: "x.jpg",
+                   kclip.CLIPConfig.from_json: "c.json"}[load]
+        path = tmp_path / renamed
+        path.write_bytes(b"")
+        with pytest.raises((kclip.Error, ValueError), match=renamed):
+            load(path)
+    (tmp_path / "captions.csv").write_bytes(b"")
+    with pytest.raises((kclip.Error, ValueError), match="captions.csv"):
+        kclip.CsvDataset(tmp_path / "captions.csv")
+
+    tokenizer = kclip.ClipTokenizer()
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        tokenizer.encode("caf\xe9".encode("latin-1").decode("latin-1").encode("latin-1"))
+    huge = "a dog " * (1 << 17)  # 768 KiB of text: truncated to the context, in well under a second
+    start = time.perf_counter()
+    assert tokenizer([huge]).shape == (1, 77)
+    assert time.perf_counter() - start < 5
+    llama = kclip.LlamaTokenizer(TOKENIZER)
+    assert len(llama.encode(huge)) > 1000
+
+    with pytest.raises(kclip.Error, match='non-finite embedding for caption "c"; nothing of shard 0'):
+        kclip.EmbeddingCache.build(str(tmp_path / "nan-cache"), NaNTeacher(), ["a", "b", "c", "d"], progress=False)
+    assert not list((tmp_path / "nan-cache").glob("shard-*"))
+    with pytest.raises(kclip.Error, match="non-finite embedding for caption \"a dog\" once cast to F16"):  # 1e6 overflows float16
+        kclip.EmbeddingCache.build(str(tmp_path / "f16-cache"), HugeTeacher(), ["a dog"], progress=False)
+    kclip.EmbeddingCache.build(str(tmp_path / "f32-cache"), HugeTeacher(), ["a dog"], dtype="f32", progress=False)
+
+    (tmp_path / "folder" / "cat").mkdir(parents=True)
+    (tmp_path / "folder" / "dog").mkdir()
+    from data_fixtures import image_of
+    image_of(0).save(tmp_path / "folder" / "cat" / "0.png")
+    with pytest.raises((kclip.Error, ValueError), match="dog"):
+        kclip.ImageFolderDataset(tmp_path / "folder")
+
+    (tmp_path / "nocolumn.csv").write_text("filepath,description\na.jpg,a dog\n")
+    with pytest.raises((kclip.Error, ValueError), match="title"):
+        kclip.CsvDataset(tmp_path / "nocolumn.csv")

@@ -7,7 +7,10 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 export PYTHONPATH := $(CURDIR)/$(BUILD)/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: all deps configure build test test-cpp test-python demo walkthrough bench clean
+# make fuzz: the libFuzzer harnesses (tests/fuzz/) for FUZZ_SECONDS each (0: replay the corpus once).
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps configure build test test-cpp test-python demo walkthrough bench fuzz test-sanitize clean
 
 all: build
 
@@ -41,5 +44,11 @@ walkthrough: build
 bench: build
 	scripts/bench.sh $(BUILD)
 
+fuzz: deps
+	scripts/fuzz.sh $(BUILD)-fuzz $(FUZZ_SECONDS)
+
+test-sanitize: deps
+	scripts/test-sanitize.sh $(BUILD)-sanitize
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-sanitize

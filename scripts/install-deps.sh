@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package kclip needs, and nothing when all are present (idempotent, quick to re-run).
-# Runs apt-get as root, or through sudo. `make build/test/demo/bench` call it first.
+# Runs apt-get as root, or through sudo. `make build/test/demo/bench` call it first; packages given as arguments
+# are installed too (make fuzz and make test-sanitize add clang and its sanitizer/libFuzzer runtimes).
 set -euo pipefail
 
 packages=(
@@ -25,6 +26,7 @@ packages=(
   python3-nbclient python3-ipykernel
   # Pillow: the reference for image resizing in the preprocessing tests
   python3-pil
+  "$@"
 )
 
 missing=()

@@ -315,6 +315,38 @@ bool jpeg_is_complete(const uint8_t* data, size_t size) {
   return false;
 }
 
+// stb_image (Debian's 2022 copy) writes past its 257-entry code-length table when a JPEG Huffman table (DHT)
+// declares more than 256 codes (found by tests/fuzz/fuzz_image; fixed upstream later). Such a file is corrupt:
+// walk the marker segments, entropy-coded data included (progressive files define tables between scans), and
+// refuse it before stb sees it. Returns the first bad table's code count, 0 when all are valid.
+int64_t jpeg_oversized_huffman_table(const uint8_t* data, size_t size) {
+  size_t i = 2;
+  while (i + 3 < size) {
+    if (data[i] != 0xFF) {  // entropy-coded data after a scan: skip to the next marker
+      ++i;
+      continue;
+    }
+    const uint8_t marker = data[i + 1];
+    if (marker == 0x00 || marker == 0xFF || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
+      ++i;  // stuffed byte, fill byte, restart marker, TEM: no length
+      continue;
+    }
+    if (marker == 0xD9) return 0;  // end of image
+    const size_t length = size_t{data[i + 2]} << 8 | data[i + 3];
+    const size_t end = std::min(size, i + 2 + length);
+    if (marker == 0xC4) {
+      for (size_t t = i + 4; t + 17 <= end;) {
+        int64_t codes = 0;
+        for (size_t c = 0; c < 16; ++c) codes += data[t + 1 + c];
+        if (codes > 256) return codes;
+        t += 17 + static_cast<size_t>(codes);
+      }
+    }
+    i = std::max(end, i + 2);
+  }
+  return 0;
+}
+
 // The mode Pillow opens a file as decides how it resizes: PNG colour type 3 (palette) or 1-bit grey opens as "P" /
 // "1", colour types 4 and 6 as "LA" / "RGBA"; a GIF is "P" unless its global palette is the grey ramp ("L").
 Resampling pillow_resampling(const uint8_t* b, size_t size) {
@@ -374,8 +406,11 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
     fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());
   if (int64_t{width} * height > kMaxPixels)
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
-  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8 && !jpeg_is_complete(bytes, size))
-    fail("{}: truncated JPEG (no end-of-image marker)", name);
+  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+    if (!jpeg_is_complete(bytes, size)) fail("{}: truncated JPEG (no end-of-image marker)", name);
+    if (const int64_t codes = jpeg_oversized_huffman_table(bytes, size))
+      fail("{}: corrupt JPEG: a Huffman table declares {} codes (at most 256)", name, codes);
+  }
   Resampling resampling = pillow_resampling(bytes, size);
   if (!keep_alpha && resampling == Resampling::kPremultiplied) resampling = Resampling::kBicubic;
   const int channels = resampling == Resampling::kPremultiplied ? 4 : 3;

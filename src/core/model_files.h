@@ -48,7 +48,7 @@ inline nlohmann::json read_json_file(const std::filesystem::path& path) {
   if (!in) fail("{}: cannot open", path.string());
   try {
     return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", path.string(), e.what());
   }
 }

@@ -202,7 +202,7 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   try {
     header = json::parse(reinterpret_cast<const char*>(mapping_->bytes) + 8,
                          reinterpret_cast<const char*>(mapping_->bytes) + data_offset_);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: header is not valid JSON: {}", file, e.what());
   }
   if (!header.is_object()) fail("{}: header must be a JSON object, found {}", file, header.type_name());
@@ -308,7 +308,7 @@ ShardedIndex read_index(const fs::path& index_path) {
   json index;
   try {
     index = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", file, e.what());
   }
   if (!index.is_object()) fail("{}: expected a JSON object with 'weight_map'", file);

@@ -113,7 +113,10 @@ std::string evaluate_all(const std::string& model_spec, const EvalSuiteOptions& 
     });
   }
   if (!o.text_probe().empty()) {
-    const auto [train, test] = split_captions(unique_captions(o.text_probe(), o.columns()), 0.2);
+    // Named pair members, not a structured binding: lambdas capture them (C++17, clang).
+    const auto split = split_captions(unique_captions(o.text_probe(), o.columns()), 0.2);
+    const auto& train = split.first;
+    const auto& test = split.second;
     const auto options = TextProbeOptions().epochs(o.text_probe_epochs()).width(o.text_probe_width());
     results["text_probe"] = timed("text reconstruction probe (the student's text tower)", quiet, [&] {
       TextProbe probe(tokenizer, train, model->config().embed_dim, options);

@@ -59,7 +59,7 @@ RunConfig RunConfig::from_json(const std::string& text, const std::string& where
   json root;
   try {
     root = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail_value("{}: not JSON: {}", where, e.what());
   }
   if (!root.is_object()) fail_value("{}: expected a JSON object", where);

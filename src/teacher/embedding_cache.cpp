@@ -79,7 +79,7 @@ EmbeddingCache::EmbeddingCache(const fs::path& directory, const std::string& exp
   json index;
   try {
     index = json::parse(detail::read_text_file(index_path));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", where, e.what());
   }
   if (!index.is_object() || index.value("format", "") != "kclip-embedding-cache")

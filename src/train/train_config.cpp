@@ -159,7 +159,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, const std::string& w
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", where, e.what());
   }
   if (!j.is_object()) fail("{}: expected a JSON object of training options", where);
@@ -182,7 +182,7 @@ void TrainConfig::set_json(const std::string& key, const std::string& json_value
   json v;
   try {
     v = json::parse(json_value);
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     fail_value("option {}: '{}' is not a valid value", key, json_value);
   }
   find(key).set(*this, v, "option");
@@ -200,7 +200,7 @@ void TrainConfig::set(const std::string& key, const std::string& value) {
   json v;
   try {
     v = json::parse(value);
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     fail_value("{} '{}': expected {}", flag, value, f.flag ? "true or false" : "a number");
   }
   f.set(*this, v, flag);

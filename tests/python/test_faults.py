@@ -211,3 +211,23 @@ def test_corrupt_and_extreme_inputs_are_one_clear_error_each(tmp_path):
     (tmp_path / "nocolumn.csv").write_text("filepath,description\na.jpg,a dog\n")
     with pytest.raises((kclip.Error, ValueError), match="title"):
         kclip.CsvDataset(tmp_path / "nocolumn.csv")
+
+
+FUZZ = HERE.parent / "fuzz" / "corpus"
+
+
+def test_inputs_the_fuzzers_found_are_clear_errors():
+    """Each input that once crashed a harness (tests/fuzz/corpus/*/regress-*) gives one clear error through the
+    public API of the normal build too (make fuzz replays them under ASan + UBSan)."""
+    cases = {"config_json": kclip.CLIPConfig.from_json, "image": kclip.read_image,
+             "kmeans_artifact": kclip.KMeans.load, "safetensors": kclip.load_safetensors}
+    found = 0
+    for harness, load in cases.items():
+        for path in sorted((FUZZ / harness).glob("regress-*")):
+            found += 1
+            with pytest.raises((kclip.Error, ValueError), match=path.name):
+                load(path)
+    assert found >= 4
+    jpeg = next((FUZZ / "image").glob("regress-*"))
+    with pytest.raises(kclip.Error, match="corrupt JPEG: a Huffman table declares"):
+        kclip.read_image(jpeg)

@@ -12,6 +12,7 @@ compare like with like. Times include seeding. Then the teacher-scale check: 100
 kclip's defaults vs faiss (1 and 2 OpenMP threads), each in its own process for its time and peak memory.
 
     python3 bench/bench_kmeans.py [--k 100] [--iters 20] [--repeat 2] [--seeds 3] [--teacher-rows 100000]
+                                  [--teacher-only]
 """
 import argparse
 import gzip
@@ -63,10 +64,13 @@ def main():
     parser.add_argument("--seeds", type=int, default=3, help="seeds averaged for the quality comparison")
     parser.add_argument("--teacher-rows", type=int, default=100000, help="0 skips the teacher-scale check")
     parser.add_argument("--teacher-dim", type=int, default=4096)
+    parser.add_argument("--teacher-only", action="store_true", help="only the teacher-scale check")
     parser.add_argument("--teacher-case", help=argparse.SUPPRESS)  # internal: one method of the teacher check
     args = parser.parse_args()
     if args.teacher_case:
         return teacher_case(args)
+    if args.teacher_only:
+        return teacher_scale(args, len(os.sched_getaffinity(0)))
     if not os.path.exists(FASHION):
         raise SystemExit(f"{FASHION} not found: apt-get install dataset-fashion-mnist (scripts/install-deps.sh)")
     import faiss

@@ -366,3 +366,20 @@ def test_a_step_inside_no_grad_still_trains(tmp_path):
     with torch.no_grad():
         trainer.train_step(*random_batch())
     assert max_difference(before, state(trainer.model)) > 0
+
+
+def test_a_checkpoint_half_written_when_killed_is_never_loaded(tmp_path):
+    """A kill in the middle of a save leaves `.step_N.tmp-PID/` (checkpoints are renamed into place when
+    complete): the next start removes it, and resume takes the last complete checkpoint."""
+    trainer = kclip.Trainer(config(tmp_path, max_steps=2, save_every_n_steps=2))
+    trainer.fit()
+    checkpoints = tmp_path / "logs" / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000002"]
+    del trainer
+    half = checkpoints / ".step_00000004.tmp-12345"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")  # cut short
+    resumed = kclip.Trainer(config(tmp_path, max_steps=2, save_every_n_steps=2, resume="latest"))
+    resumed.fit()
+    assert resumed.step == 2
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000002"]

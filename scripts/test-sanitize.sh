@@ -24,7 +24,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 sentencepiece="*sentencepiece*,embedding cache: unique captions*,embedding cache: a build killed*"
 sentencepiece+=",embedding cache: another teacher*,teacher: captions end to end*"
 echo "== C++ tests under ASan + UBSan"
-"$build/kclip_tests" --test-case-exclude="$sentencepiece"
+"$build/tests/kclip_tests" --test-case-exclude="$sentencepiece"
 
 echo "== Python tests under ASan + UBSan (the extension and the CLI built with sanitizers)"
 preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"

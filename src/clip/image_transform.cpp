@@ -401,16 +401,16 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
   if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP, GIF or WebP image", name);
   if (is_webp(bytes, size)) return decode_webp(bytes, size, name, keep_alpha);
   if (size > static_cast<size_t>(INT32_MAX)) fail("{}: {} bytes: too large for the image decoder", name, size);
+  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {  // before stb reads any of it (stbi_info too)
+    if (!jpeg_is_complete(bytes, size)) fail("{}: truncated JPEG (no end-of-image marker)", name);
+    if (const int64_t codes = jpeg_oversized_huffman_table(bytes, size))
+      fail("{}: corrupt JPEG: a Huffman table declares {} codes (at most 256)", name, codes);
+  }
   int width = 0, height = 0, components = 0;
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
     fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());
   if (int64_t{width} * height > kMaxPixels)
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
-  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
-    if (!jpeg_is_complete(bytes, size)) fail("{}: truncated JPEG (no end-of-image marker)", name);
-    if (const int64_t codes = jpeg_oversized_huffman_table(bytes, size))
-      fail("{}: corrupt JPEG: a Huffman table declares {} codes (at most 256)", name, codes);
-  }
   Resampling resampling = pillow_resampling(bytes, size);
   if (!keep_alpha && resampling == Resampling::kPremultiplied) resampling = Resampling::kBicubic;
   const int channels = resampling == Resampling::kPremultiplied ? 4 : 3;

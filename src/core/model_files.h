@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/ordered_dict.h>
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -51,6 +53,20 @@ inline nlohmann::json read_json_file(const std::filesystem::path& path) {
   } catch (const nlohmann::json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", path.string(), e.what());
   }
+}
+
+// An integer field of a JSON file. nlohmann's get<int64_t>() converts a float such as 1.3e21 with a plain cast,
+// undefined behaviour out of range (found by tests/fuzz/fuzz_config_json): integers pass, floats only when
+// integral and in range; anything else is a json::type_error, which the readers turn into an error naming
+// the file.
+inline int64_t json_int(const nlohmann::json& v) {
+  if (v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t{INT64_MAX}))
+    return v.get<int64_t>();
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9.2e18) return static_cast<int64_t>(d);
+  }
+  throw nlohmann::json::type_error::create(302, "expected an integer, got " + v.dump(), nullptr);
 }
 
 // Copies state[name] into each parameter. Missing, unexpected (unless `ignorable`) and misshaped (unless

@@ -87,8 +87,8 @@ EmbeddingCache::EmbeddingCache(const fs::path& directory, const std::string& exp
   try {
     teacher_id_ = index.at("teacher_id").get<std::string>();
     dtype_ = index.at("dtype").get<std::string>();
-    dim_ = index.at("dim").get<int64_t>();
-    shard_size_ = index.at("shard_size").get<int64_t>();
+    dim_ = detail::json_int(index.at("dim"));
+    shard_size_ = detail::json_int(index.at("shard_size"));
     complete_ = index.at("complete").get<bool>();
   } catch (const json::exception& e) {
     fail("{}: missing or mistyped field: {}", where, e.what());

@@ -233,8 +233,8 @@ bool Trainer::resume(const std::string& which) {
     SafetensorsFile optimizer_file(dir / "optimizer.safetensors");
     optimizer_->load_state_dict(optimizer_file.load(), optimizer_file.metadata(), optimizer_file.path().string());
 
-    step_ = state.at("step").get<int64_t>();
-    skipped_steps_ = state.at("skipped_steps").get<int64_t>();
+    step_ = detail::json_int(state.at("step"));
+    skipped_steps_ = detail::json_int(state.at("skipped_steps"));
     if (loader_) {
       const auto& c = cursors.at(static_cast<size_t>(rank_));
       if (c.size() != 4) fail("{}: a cursor must hold 4 numbers", where);
@@ -245,7 +245,7 @@ bool Trainer::resume(const std::string& which) {
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(from_hex(state.at("rng").get<std::string>(), where));
     }
-    if (rank_ == 0) impl_->metrics.truncate_to(state.at("metrics_bytes").get<int64_t>());
+    if (rank_ == 0) impl_->metrics.truncate_to(detail::json_int(state.at("metrics_bytes")));
   } catch (const json::exception& e) {
     fail("{}: missing or mistyped field: {}", where, e.what());
   }

@@ -61,7 +61,9 @@ CLIPConfig CLIPConfig::from_json(const std::filesystem::path& path) {
   get(t, "text_cfg.", "width", c.text_width, true);
   get(t, "text_cfg.", "layers", c.text_layers, true);
   get(t, "text_cfg.", "heads", c.text_heads, true);
-  c.activation = j.value("quick_gelu", false) ? "quick_gelu" : "gelu";
+  const auto quick = j.find("quick_gelu");
+  if (quick != j.end() && !quick->is_boolean()) fail("{}: field 'quick_gelu' is {}: expected true or false", where, quick->dump());
+  c.activation = quick != j.end() && quick->get<bool>() ? "quick_gelu" : "gelu";
   c.validate(where);
   return c;
 }

@@ -139,7 +139,7 @@ CLIPConfig CLIPConfig::from_hf_json(const std::filesystem::path& path) {
     c.text_heads = detail::json_int(t.at("num_attention_heads"));
     c.context_length = detail::json_int(t.at("max_position_embeddings"));
     c.vocab_size = detail::json_int(t.at("vocab_size"));
-    c.activation = t.value("hidden_act", std::string("quick_gelu"));
+    c.activation = t.contains("hidden_act") ? t.at("hidden_act").get<std::string>() : "quick_gelu";
     c.validate(where);
     return c;
   } catch (const nlohmann::json::exception& e) {

@@ -335,16 +335,45 @@ int64_t jpeg_oversized_huffman_table(const uint8_t* data, size_t size) {
     const size_t length = size_t{data[i + 2]} << 8 | data[i + 3];
     const size_t end = std::min(size, i + 2 + length);
     if (marker == 0xC4) {
-      for (size_t t = i + 4; t + 17 <= end;) {
+      // As stb reads it: tables while the declared length lasts, each read whole even past the segment's end.
+      int64_t left = static_cast<int64_t>(length) - 2;
+      size_t t = i + 4;
+      while (left > 0 && t + 17 <= size) {
         int64_t codes = 0;
         for (size_t c = 0; c < 16; ++c) codes += data[t + 1 + c];
         if (codes > 256) return codes;
         t += 17 + static_cast<size_t>(codes);
+        left -= 17 + codes;
       }
+      i = std::max(t, i + 2);  // stb continues where its reading stopped
+      continue;
     }
     i = std::max(end, i + 2);
   }
   return 0;
+}
+
+// An uncompressed BMP's pixel rows must all be in the file: stb_image fills missing rows with zeros, so a
+// 314-byte file declaring 9 x 3801100 pixels decoded 34 million pixels (found by tests/fuzz/fuzz_image; Pillow
+// refuses such a file as truncated). Returns the bytes the header implies when the file is shorter, else 0.
+uint64_t bmp_truncated(const uint8_t* b, size_t size) {
+  if (size < 30 || b[0] != 'B' || b[1] != 'M') return 0;
+  auto u16 = [&](size_t at) { return uint64_t{b[at]} | uint64_t{b[at + 1]} << 8; };
+  auto u32 = [&](size_t at) { return u16(at) | u16(at + 2) << 16; };
+  const uint64_t offset = u32(10), header = u32(14);
+  uint64_t width = 0, height = 0, bits = 0, compression = 0;
+  if (header == 12) {  // OS/2 BITMAPCOREHEADER: 16-bit sizes
+    width = u16(18), height = u16(20), bits = u16(24);
+  } else {
+    if (size < 34) return 0;
+    width = u32(18), bits = u16(28), compression = u32(30);
+    const auto signed_height = static_cast<int32_t>(u32(22));  // negative: rows stored top-down
+    height = signed_height < 0 ? uint64_t(-int64_t{signed_height}) : uint64_t(signed_height);
+  }
+  if (compression != 0 && compression != 3 && compression != 6) return 0;  // RLE, JPEG, PNG: sizes vary
+  const uint64_t stride = (width * bits + 31) / 32 * 4;
+  const double needed = static_cast<double>(offset) + static_cast<double>(stride) * static_cast<double>(height);
+  return needed > static_cast<double>(size) ? static_cast<uint64_t>(std::min(needed, 1e19)) : 0;
 }
 
 // The mode Pillow opens a file as decides how it resizes: PNG colour type 3 (palette) or 1-bit grey opens as "P" /
@@ -406,6 +435,8 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
     if (const int64_t codes = jpeg_oversized_huffman_table(bytes, size))
       fail("{}: corrupt JPEG: a Huffman table declares {} codes (at most 256)", name, codes);
   }
+  if (const uint64_t needed = bmp_truncated(bytes, size))
+    fail("{}: truncated BMP: its header implies {} bytes, the file has {}", name, needed, size);
   int width = 0, height = 0, components = 0;
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
     fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());

@@ -69,6 +69,14 @@ inline int64_t json_int(const nlohmann::json& v) {
   throw nlohmann::json::type_error::create(302, "expected an integer, got " + v.dump(), nullptr);
 }
 
+// obj[key] == value for a JSON object holding that string; false for anything else (never throws, unlike
+// nlohmann's value(), which throws when the key holds another type).
+inline bool json_field_is(const nlohmann::json& obj, const char* key, const std::string& value) {
+  if (!obj.is_object()) return false;
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_string() && it->get_ref<const std::string&>() == value;
+}
+
 // Copies state[name] into each parameter. Missing, unexpected (unless `ignorable`) and misshaped (unless
 // `fits`) tensors are collected into one kclip::Error naming `source` and `model`.
 inline void load_parameters(torch::OrderedDict<std::string, at::Tensor> params, const TensorDict& state,

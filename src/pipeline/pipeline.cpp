@@ -189,12 +189,12 @@ StagePlan plan_stage(const Paths& p, const Stage& s, bool earlier_reran) {
   if (!s.on) return {s.name, "off", "not configured", ""};
   const json record = read_record(p, s.name);
   if (record.is_null()) return {s.name, "run", "no record", s.fingerprint};
-  if (record.value("fingerprint", "") != s.fingerprint) {
-    const bool same_settings = record.contains("settings") && record["settings"] == s.settings;
+  if (!detail::json_field_is(record, "fingerprint", s.fingerprint)) {
+    const bool same_settings = record.is_object() && record.contains("settings") && record["settings"] == s.settings;
     return {s.name, "run", same_settings || earlier_reran ? "an earlier stage changed" : "settings or inputs changed",
             s.fingerprint};
   }
-  if (record.value("status", "") == "done") return {s.name, "skip", "up to date", s.fingerprint};
+  if (detail::json_field_is(record, "status", "done")) return {s.name, "skip", "up to date", s.fingerprint};
   return {s.name, "resume", "interrupted", s.fingerprint};
 }
 

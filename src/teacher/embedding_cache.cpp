@@ -82,7 +82,7 @@ EmbeddingCache::EmbeddingCache(const fs::path& directory, const std::string& exp
   } catch (const json::exception& e) {  // syntax, and numbers out of range (1e309)
     fail("{}: not valid JSON: {}", where, e.what());
   }
-  if (!index.is_object() || index.value("format", "") != "kclip-embedding-cache")
+  if (!detail::json_field_is(index, "format", "kclip-embedding-cache"))
     fail("{}: not a kclip embedding cache index (format 'kclip-embedding-cache')", where);
   try {
     teacher_id_ = index.at("teacher_id").get<std::string>();
@@ -95,8 +95,10 @@ EmbeddingCache::EmbeddingCache(const fs::path& directory, const std::string& exp
   }
   if (!expected_teacher_id.empty() && expected_teacher_id != teacher_id_ && !force)
     fail("{}: built by teacher '{}', not '{}' (force to use it anyway)", where, teacher_id_, expected_teacher_id);
-  const auto shards = index.value("shards", json::array());
+  const json shards = index.contains("shards") ? index["shards"] : json::array();
+  if (!shards.is_array()) fail("{}: field 'shards' must be a list of file names", where);
   for (std::size_t s = 0; s < shards.size(); ++s) {
+    if (!shards[s].is_string()) fail("{}: shards[{}] = {}: expected a file name", where, s, shards[s].dump());
     const fs::path path = directory / shards[s].get<std::string>();
     SafetensorsFile file(path);  // validates the file
     if (!file.contains("embeddings") || !file.contains("hashes"))

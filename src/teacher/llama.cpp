@@ -54,8 +54,8 @@ LlamaConfig LlamaConfig::from_json(const std::filesystem::path& path) {
   }
   if (auto it = j.find("torch_dtype"); it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
   if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
-    const auto type = it->value("type", it->value("rope_type", std::string()));
-    if (type != "linear" || !it->contains("factor") || !(*it)["factor"].is_number())
+    const bool linear = it->is_object() && detail::json_field_is(*it, it->contains("type") ? "type" : "rope_type", "linear");
+    if (!linear || !it->contains("factor") || !(*it)["factor"].is_number())
       fail("{}: field 'rope_scaling' = {}: only {{\"type\": \"linear\", \"factor\": F}} is supported", where,
            it->dump());
     c.rope_scaling_factor = (*it)["factor"].get<double>();

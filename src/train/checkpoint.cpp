@@ -214,7 +214,7 @@ bool Trainer::resume(const std::string& which) {
   if (!fs::is_regular_file(dir / "trainer_state.json", ec))
     fail("{}: not a kclip checkpoint directory (no trainer_state.json)", dir.string());
   const json state = json::parse(detail::read_json_file(dir / "trainer_state.json").dump());
-  if (state.value("format", "") != "kclip-train-state") fail("{}: not a kclip trainer state", where);
+  if (!detail::json_field_is(state, "format", "kclip-train-state")) fail("{}: not a kclip trainer state", where);
   try {
     const auto cursors = state.at("cursors").get<std::vector<std::vector<int64_t>>>();
     if (static_cast<int>(cursors.size()) != world_size_)

@@ -370,7 +370,7 @@ uint64_t bmp_truncated(const uint8_t* b, size_t size) {
     const auto signed_height = static_cast<int32_t>(u32(22));  // negative: rows stored top-down
     height = signed_height < 0 ? uint64_t(-int64_t{signed_height}) : uint64_t(signed_height);
   }
-  if (compression != 0 && compression != 3 && compression != 6) return 0;  // RLE, JPEG, PNG: sizes vary
+  if (compression == 1 || compression == 2) return 0;  // RLE: stb refuses it; any other value it reads raw
   const uint64_t stride = (width * bits + 31) / 32 * 4;
   const double needed = static_cast<double>(offset) + static_cast<double>(stride) * static_cast<double>(height);
   return needed > static_cast<double>(size) ? static_cast<uint64_t>(std::min(needed, 1e19)) : 0;

@@ -48,6 +48,8 @@ class PackedAttentionImpl : public torch::nn::Module {
  public:
   PackedAttentionImpl(int64_t width, int64_t heads);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask);  // x: [B, T, w]; mask additive [T, T] or {}
+  // Attention output at one query position per sequence (int64 [B]) over all T keys: [B, w].
+  at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
   at::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
   int64_t heads;
@@ -58,6 +60,10 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
  public:
   ResidualAttentionBlockImpl(int64_t width, int64_t heads, const std::string& activation);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask);
+  // The block's output at one position per sequence (int64 [B]): [B, T, w] -> [B, w]. Equal to
+  // forward(x, mask)[b, positions[b]]; only the keys and values are computed for every position.
+  at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
+  at::Tensor mlp(const at::Tensor& h);  // h + MLP(ln_2(h))
   PackedAttention attn{nullptr};
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};  // registered under "mlp"
@@ -69,6 +75,10 @@ class CLIPTransformerImpl : public torch::nn::Module {
  public:
   CLIPTransformerImpl(int64_t width, int64_t layers, int64_t heads, const std::string& activation);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask = {});
+  // The output at one position per sequence (int64 [B]): [B, T, w] -> [B, w], equal to
+  // forward(x, mask)[b, positions[b]]. The towers pool one token (CLS, end-of-text), so the last block computes
+  // only that token's query, attention and MLP: ~10/12 of that block's matrix work is skipped, forward and backward.
+  at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
   torch::nn::ModuleList resblocks{nullptr};
   // When training, keep only each block's input and recompute the block in backward (open_clip's
   // set_grad_checkpointing; torch.utils.checkpoint's reentrant form: gradients reach the parameters through

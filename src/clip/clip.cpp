@@ -160,6 +160,20 @@ at::Tensor PackedAttentionImpl::forward(const at::Tensor& x, const at::Tensor& m
   return linear(out.view({b, heads, t, d}).transpose(1, 2).reshape({b, t, w}), out_proj->weight, out_proj->bias);
 }
 
+at::Tensor PackedAttentionImpl::forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions) {
+  const int64_t b = x.size(0), t = x.size(1), w = x.size(2), d = w / heads;
+  const at::Tensor rows = at::arange(b, positions.options());
+  // The query of one position; keys and values of all, from the packed weight's row blocks [q; k; v].
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const at::Tensor q = at::addmm(in_proj_bias.narrow(0, 0, w), x.index({rows, positions}), in_proj_weight.narrow(0, 0, w).t()) * scale;
+  const at::Tensor kv = linear(x, in_proj_weight.narrow(0, w, 2 * w), in_proj_bias.narrow(0, w, 2 * w))
+                            .view({b, t, 2, heads, d}).permute({2, 0, 3, 1, 4});  // [2, B, heads, T, d]
+  at::Tensor scores = at::matmul(q.view({b, heads, 1, d}), kv[0].transpose(-1, -2));  // [B, heads, 1, T]
+  if (mask.defined()) scores = scores + mask.index_select(0, positions).view({b, 1, 1, t});
+  const at::Tensor out = at::matmul(at::softmax(scores, -1), kv[1]);  // [B, heads, 1, d]
+  return at::addmm(out_proj->bias, out.reshape({b, w}), out_proj->weight.t());
+}
+
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads, const std::string& activation)
     : quick_gelu(activation == "quick_gelu") {
   attn = register_module("attn", PackedAttention(width, heads));
@@ -171,7 +185,16 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t he
 }
 
 at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
-  const at::Tensor h = x + attn->forward(norm32(ln_1, x), mask);
+  return mlp(x + attn->forward(norm32(ln_1, x), mask));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions) {
+  const at::Tensor rows = at::arange(x.size(0), positions.options());
+  return mlp(x.index({rows, positions}) + attn->forward_at(norm32(ln_1, x), mask, positions));
+}
+
+// h + MLP(ln_2(h)), the block's second residual branch.
+at::Tensor ResidualAttentionBlockImpl::mlp(const at::Tensor& h) {
   const at::Tensor n = norm32(ln_2, h);
   if (!quick_gelu) return h + linear(at::gelu(linear(n, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
   // QuickGELU(u) = u·σ(1.702u) = silu(1.702u) / 1.702: the factors fold into the (small) weights, leaving one
@@ -240,6 +263,19 @@ at::Tensor CLIPTransformerImpl::forward(const at::Tensor& x, const at::Tensor& m
   return h;
 }
 
+at::Tensor CLIPTransformerImpl::forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions) {
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  const auto last = resblocks->size() - 1;
+  at::Tensor h = x;
+  for (std::size_t i = 0; i < last; ++i) {
+    auto* block = resblocks->ptr<ResidualAttentionBlockImpl>(i).get();
+    h = checkpoint ? CheckpointedBlock::apply(h, &mask, block) : block->forward(h, mask);
+  }
+  // The last block keeps its activations even when checkpointing: for one query row they are about the size of
+  // its input, which a checkpoint would keep anyway.
+  return resblocks->ptr<ResidualAttentionBlockImpl>(last)->forward_at(h, mask, positions);
+}
+
 // ---- towers ----------------------------------------------------------------------------------------------
 
 VisionTransformerImpl::VisionTransformerImpl(const CLIPConfig& c) {
@@ -259,8 +295,8 @@ at::Tensor VisionTransformerImpl::forward(const at::Tensor& pixels) {
   x = x.flatten(2).transpose(1, 2);                                        // [B, g², w]
   at::Tensor cls = class_embedding.to(x.scalar_type()).expand({x.size(0), 1, x.size(2)});
   x = at::cat({cls, x}, 1) + positional_embedding.to(x.scalar_type());
-  x = transformer->forward(norm32(ln_pre, x));
-  return norm32(ln_post, x.select(1, 0)).matmul(proj);
+  const at::Tensor first = at::zeros({x.size(0)}, at::TensorOptions(x.device()).dtype(at::kLong));  // the CLS token
+  return norm32(ln_post, transformer->forward_at(norm32(ln_pre, x), {}, first)).matmul(proj);
 }
 
 CLIPImpl::CLIPImpl(CLIPConfig config) : config_(std::move(config)) {
@@ -299,9 +335,8 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   const int64_t t = ids.size(0) ? eot.max().item<int64_t>() + 1 : ids.size(1);
   const at::Tensor tokens = ids.narrow(1, 0, t).to(token_embedding->weight.device());
   at::Tensor x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, t);
-  x = transformer->forward(x, causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()));
-  x = x.index({at::arange(x.size(0), tokens.options()), eot.to(tokens.device())});
-  return norm32(ln_final, x).matmul(text_projection);
+  const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type());
+  return norm32(ln_final, transformer->forward_at(x, mask, eot.to(tokens.device()))).matmul(text_projection);
 }
 
 std::pair<at::Tensor, at::Tensor> CLIPImpl::forward(const at::Tensor& pixels, const at::Tensor& ids) {

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import kclip
+from clip_reference import EagerCLIP
 
 
 def test_clip_matches_openai_reference_outputs(shared):
@@ -173,6 +174,36 @@ def test_text_features_do_not_depend_on_padding_after_the_last_end_of_text():
     for k, p in model.named_parameters().items():
         if k in grads:
             assert torch.allclose(grads[k], p.grad, atol=1e-5), k
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_features_and_every_gradient_equal_openais_architecture_in_eager_pytorch(checkpointing):
+    """kclip computes the last block of each tower only at the pooled token (CLS, end-of-text) and trims the text
+    after the last end-of-text token: features and all parameter gradients must still be those of the full model."""
+    torch.manual_seed(0)
+    config = kclip.CLIPConfig.named("tiny")
+    ours = kclip.CLIP(config)
+    eager = EagerCLIP(config)
+    eager.load_state_dict({k: v.detach().clone() for k, v in ours.named_parameters().items()}, strict=True)
+    ours.train()
+    ours.set_grad_checkpointing(checkpointing)
+    pixels = torch.randn(5, 3, 64, 64)
+    ids = torch.randint(1, 49406, (5, 77))
+    ids[:, 0] = 49406
+    ids[torch.arange(5), torch.tensor([1, 9, 30, 4, 17])] = 49407  # end-of-text, as argmax finds it
+    weights = torch.randn(2, 5, config.embed_dim)
+    results = []
+    for model in (ours, eager):
+        image, text = model.encode_image(pixels), model.encode_text(ids)
+        ((image * weights[0]).sum() + (text * weights[1]).sum()).backward()
+        grads = dict(model.named_parameters()) if model is eager else model.named_parameters()
+        results.append((image.detach(), text.detach(), {k: p.grad for k, p in grads.items() if p.grad is not None}))
+    (image, text, grads), (eager_image, eager_text, eager_grads) = results
+    assert (image - eager_image).abs().max() < 1e-5 and (text - eager_text).abs().max() < 1e-5
+    assert sorted(grads) == sorted(k for k in eager_grads if k != "logit_scale")
+    for name, grad in grads.items():
+        scale = eager_grads[name].abs().max().item()
+        assert (grad - eager_grads[name]).abs().max().item() <= 1e-4 * scale + 1e-7, name
 
 
 @pytest.mark.parametrize("section, field, value", [

@@ -79,6 +79,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("blas_library", &kclip::blas_library);
   m.def("blas_is_openblas", &kclip::blas_is_openblas);
   m.def("blas_threading", &kclip::blas_threading);
+  m.def("blas_core", &kclip::blas_core, "OpenBLAS's kernel set in use (\"Haswell\", \"SkylakeX\", ...), \"\" if not OpenBLAS.");
   m.def("available_cpus", &kclip::available_cpus);
   m.def("runtime_summary", &kclip::runtime_summary);
 

@@ -36,6 +36,10 @@ bool blas_is_openblas();
 // OpenBLAS's threading: "pthreads" (its own thread pool), "openmp", "sequential", or "" if not OpenBLAS.
 std::string blas_threading();
 
+// OpenBLAS's kernel set in use ("Haswell", "SkylakeX", ...: openblas_get_corename, chosen for the CPU or by
+// OPENBLAS_CORETYPE when OpenBLAS loads), "" if not OpenBLAS.
+std::string blas_core();
+
 // For GEMM-dominated CPU work (K-means). While alive, LibTorch's own intra-op threads drop to 1 if the BLAS
 // runs GEMMs on its own pthread pool: otherwise LibTorch's OpenMP workers spin between ops and take cores from
 // the BLAS threads (measured: K-means on 2 cores 3.98 s -> 2.59 s). No effect for other BLAS set-ups. The thread

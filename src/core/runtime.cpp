@@ -69,6 +69,14 @@ void warn_if_reference_blas() {
 
 }  // namespace
 
+std::string blas_core() {
+  if (!blas_is_openblas()) return "";
+  using GetCorename = char* (*)();
+  auto get_corename = reinterpret_cast<GetCorename>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* name = get_corename ? get_corename() : nullptr;
+  return name ? name : "";
+}
+
 int default_num_threads() {
   if (int n = env_thread_count("KCLIP_NUM_THREADS")) return n;
   if (int n = env_thread_count("OMP_NUM_THREADS")) return n;
@@ -141,9 +149,10 @@ std::string runtime_summary() {
       "kclip {}\n"
       "libtorch {}\n"
       "threads {} (intra-op)\n"
-      "blas {}{}{}\n",
+      "blas {}{}{}{}\n",
       version(), TORCH_VERSION, at::get_num_threads(), blas.empty() ? "none found" : blas,
       blas_threading().empty() ? "" : " (" + blas_threading() + ")",
+      blas_core().empty() ? "" : ", kernels " + blas_core(),
       blas_is_openblas() ? "" : "  <- NOT OpenBLAS: ~35x slower matrix products");
 }
 

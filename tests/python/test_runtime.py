@@ -26,6 +26,18 @@ def test_import_sets_threads_from_the_blas_and_the_affinity_mask_unless_the_envi
     assert threads_after_import(OMP_NUM_THREADS="1") == 1
 
 
+def test_blas_core_is_the_kernel_set_openblas_runs():
+    if not kclip.blas_is_openblas():
+        assert kclip.blas_core() == ""
+        return
+    code = "import kclip; print(kclip.blas_core())"
+    for core in ("Haswell", "Sandybridge"):  # kernel sets every x86-64 CPU with AVX2 can run
+        env = {**os.environ, "OPENBLAS_CORETYPE": core}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == core
+    assert f"kernels {kclip.blas_core()}" in kclip.runtime_summary()
+
+
 def test_set_num_threads_is_torchs_setting():
     before = kclip.num_threads()
     kclip.set_num_threads(1)

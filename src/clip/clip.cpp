@@ -6,6 +6,7 @@
 #include "core/checks.h"
 #include "core/autocast.h"
 #include "core/model_files.h"
+#include "clip/fused_ops.h"
 
 #include <ATen/ATen.h>
 #include <torch/version.h>
@@ -151,8 +152,9 @@ PackedAttentionImpl::PackedAttentionImpl(int64_t width, int64_t heads_) : heads(
 at::Tensor PackedAttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
   const int64_t b = x.size(0), t = x.size(1), w = x.size(2), d = w / heads;
   // q, k, v as [batch·heads, t, d] in one copy; the 1/√d scale and the additive mask fold into one baddbmm.
-  const at::Tensor qkv = linear(x, in_proj_weight, in_proj_bias).view({b, t, 3, heads, d}).permute({2, 0, 3, 1, 4})
-                             .reshape({3, b * heads, t, d});
+  // (unbind, not indexing: its backward stacks the three gradients instead of adding three zero-padded copies)
+  const auto qkv = linear(x, in_proj_weight, in_proj_bias).view({b, t, 3, heads, d}).permute({2, 0, 3, 1, 4})
+                       .reshape({3, b * heads, t, d}).unbind(0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor keys = qkv[1].transpose(1, 2);
   const at::Tensor scores = mask.defined() ? at::baddbmm(mask, qkv[0], keys, 1.0, scale) : at::bmm(qkv[0], keys).mul_(scale);
@@ -166,8 +168,8 @@ at::Tensor PackedAttentionImpl::forward_at(const at::Tensor& x, const at::Tensor
   // The query of one position; keys and values of all, from the packed weight's row blocks [q; k; v].
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor q = at::addmm(in_proj_bias.narrow(0, 0, w), x.index({rows, positions}), in_proj_weight.narrow(0, 0, w).t()) * scale;
-  const at::Tensor kv = linear(x, in_proj_weight.narrow(0, w, 2 * w), in_proj_bias.narrow(0, w, 2 * w))
-                            .view({b, t, 2, heads, d}).permute({2, 0, 3, 1, 4});  // [2, B, heads, T, d]
+  const auto kv = linear(x, in_proj_weight.narrow(0, w, 2 * w), in_proj_bias.narrow(0, w, 2 * w))
+                            .view({b, t, 2, heads, d}).permute({2, 0, 3, 1, 4}).unbind(0);  // 2 × [B, heads, T, d]
   at::Tensor scores = at::matmul(q.view({b, heads, 1, d}), kv[0].transpose(-1, -2));  // [B, heads, 1, T]
   if (mask.defined()) scores = scores + mask.index_select(0, positions).view({b, 1, 1, t});
   const at::Tensor out = at::matmul(at::softmax(scores, -1), kv[1]);  // [B, heads, 1, d]
@@ -197,8 +199,10 @@ at::Tensor ResidualAttentionBlockImpl::forward_at(const at::Tensor& x, const at:
 at::Tensor ResidualAttentionBlockImpl::mlp(const at::Tensor& h) {
   const at::Tensor n = norm32(ln_2, h);
   if (!quick_gelu) return h + linear(at::gelu(linear(n, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
-  // QuickGELU(u) = u·σ(1.702u) = silu(1.702u) / 1.702: the factors fold into the (small) weights, leaving one
-  // fused silu pass over the wide activations instead of three elementwise passes.
+  if (detail::quick_gelu_is_fused(n, c_fc->weight))
+    return h + linear(detail::quick_gelu(linear(n, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
+  // Elsewhere (CUDA, autocast): QuickGELU(u) = u·σ(1.702u) = silu(1.702u) / 1.702, with the factors folded into
+  // the (small) weights, leaves one silu pass over the wide activations instead of three elementwise passes.
   constexpr double k = 1.702;
   const at::Tensor v = at::silu(linear(n, c_fc->weight * k, c_fc->bias * k));
   return h + linear(v, c_proj->weight / k, c_proj->bias);
@@ -334,7 +338,7 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   const at::Tensor eot = ids.argmax(1);
   const int64_t t = ids.size(0) ? eot.max().item<int64_t>() + 1 : ids.size(1);
   const at::Tensor tokens = ids.narrow(1, 0, t).to(token_embedding->weight.device());
-  at::Tensor x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, t);
+  at::Tensor x = detail::embedding_rows(token_embedding->weight, tokens) + positional_embedding.narrow(0, 0, t);
   const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type());
   return norm32(ln_final, transformer->forward_at(x, mask, eot.to(tokens.device()))).matmul(text_projection);
 }

@@ -1,0 +1,21 @@
+#pragma once
+// The CLIP student's elementwise hot spots as autograd functions with their own CPU loops (any other device or
+// dtype takes LibTorch's ops): values and gradients equal the composite PyTorch expressions within float32
+// rounding (tests/python/test_clip.py checks the whole model against OpenAI's architecture in eager PyTorch).
+#include <ATen/ATen.h>
+
+namespace kclip::detail {
+
+// OpenAI's QuickGELU, u·σ(1.702·u): one pass forward, one backward (LibTorch: a silu pass plus rescaling, and a
+// silu_backward that re-derives σ).
+at::Tensor quick_gelu(const at::Tensor& u);
+// Whether quick_gelu(linear(input, weight, ...)) runs the fused loops: float32 on the CPU, no CPU autocast.
+bool quick_gelu_is_fused(const at::Tensor& input, const at::Tensor& weight);
+
+// weight[ids]. When weight.grad already holds a dense gradient on the CPU (optimizers over flat buffers keep it
+// between steps, kclip.AdamW does), backward adds the rows that ids touched into it (a sparse gradient) instead of
+// building and adding a dense [vocab, width] one that is almost all zeros. Otherwise the dense gradient, as
+// torch.nn.Embedding.
+at::Tensor embedding_rows(const at::Tensor& weight, const at::Tensor& ids);
+
+}  // namespace kclip::detail

@@ -6,10 +6,13 @@ same threads:
   * forward: encode_image + encode_text under no_grad (eval), images+texts per second;
   * one training step: both encoders, CLIP's contrastive loss, backward, AdamW.
 
-Both run on kclip's default threads, which are PyTorch eager's best here too: with Debian's pthread OpenBLAS one
-LibTorch thread (OpenBLAS uses every core for the GEMMs) beats two for both peers (--threads 2 to check).
+Both run at their best settings, in one process, timed alternately (medians): kclip's default threads, which are
+PyTorch eager's best here too (with Debian's pthread OpenBLAS one LibTorch thread, OpenBLAS using every core for
+the GEMMs, beats two for both peers: --threads 2 to check); glibc malloc keeping freed blocks for reuse, as kclip's
+Trainer sets it (process-wide: both peers gain, eager the most; --malloc default to check); kclip with its
+trainer's AdamW, eager with torch.optim.AdamW (--foreach 1 to check).
 
-    python3 bench/bench_clip.py [--batch 64] [--repeat 10] [--threads N]
+    python3 bench/bench_clip.py [--batch 64] [--repeat 10] [--threads N] [--malloc retain|default] [--foreach 0|1]
 """
 import argparse
 import pathlib
@@ -43,13 +46,30 @@ def median_seconds(fn, repeat):
     return statistics.median(times)
 
 
+def paired_median_seconds(fn_a, fn_b, repeat):
+    """Medians of fn_a and fn_b run alternately: drifts of the machine's speed touch both alike."""
+    fn_a(), fn_b()  # warm-up
+    times = ([], [])
+    for _ in range(repeat):
+        for fn, out in ((fn_a, times[0]), (fn_b, times[1])):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="LibTorch intra-op threads (default: kclip's choice)")
     parser.add_argument("--foreach", type=int, default=0, help="torch.optim.AdamW(foreach=...) for the eager peer")
+    parser.add_argument("--malloc", choices=["retain", "default"], default="retain",
+                        help="retain: glibc keeps freed blocks for reuse (kclip.retain_freed_memory(), what kclip's "
+                             "Trainer does; process-wide, so both peers run with it); default: glibc's own settings")
     args = parser.parse_args()
+    if args.malloc == "retain":
+        kclip.retain_freed_memory()
     if args.threads:
         kclip.set_num_threads(args.threads)
 
@@ -92,14 +112,14 @@ def main():
         contrastive_loss(eager.encode_image(pixels), eager.encode_text(ids), eager.logit_scale).backward()
         opt_eager.step()
 
-    print(f"bench-s CLIP, batch {b}, fp32, {torch.get_num_threads()} threads "
+    print(f"bench-s CLIP, batch {b}, fp32, {torch.get_num_threads()} threads, malloc {args.malloc} "
           f"(BLAS: {kclip.blas_library()}, {kclip.blas_core() or '-'} kernels); median of {args.repeat}")
-    fwd_ours, fwd_eager = median_seconds(forward(ours), args.repeat), median_seconds(forward(eager), args.repeat)
+    fwd_ours, fwd_eager = paired_median_seconds(forward(ours), forward(eager), args.repeat)
     print(f"  forward  encode_image+encode_text  kclip {fwd_ours * 1e3:7.1f} ms ({b / fwd_ours:6.0f} pairs/s)   "
           f"PyTorch eager {fwd_eager * 1e3:7.1f} ms ({b / fwd_eager:6.0f} pairs/s)   speed-up {fwd_eager / fwd_ours:.2f}x")
     ours.train()
     eager.train()
-    train_ours, train_eager = median_seconds(step_ours, args.repeat), median_seconds(step_eager, args.repeat)
+    train_ours, train_eager = paired_median_seconds(step_ours, step_eager, args.repeat)
     print(f"  train step (loss, backward, AdamW) kclip {train_ours * 1e3:7.1f} ms   "
           f"PyTorch eager {train_eager * 1e3:7.1f} ms   speed-up {train_eager / train_ours:.2f}x")
     ours.set_grad_checkpointing(True)

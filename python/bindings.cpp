@@ -81,6 +81,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("blas_threading", &kclip::blas_threading);
   m.def("blas_core", &kclip::blas_core, "OpenBLAS's kernel set in use (\"Haswell\", \"SkylakeX\", ...), \"\" if not OpenBLAS.");
   m.def("available_cpus", &kclip::available_cpus);
+  m.def("retain_freed_memory", &kclip::retain_freed_memory,
+        "glibc malloc keeps freed blocks (<= 32 MiB) for reuse instead of returning them to the system: no page "
+        "faults on each step's fresh activations. Process-wide; the Trainer calls it. False if nothing changed "
+        "(not glibc, or MALLOC_*_ environment variables set).");
   m.def("runtime_summary", &kclip::runtime_summary);
 
   // safetensors

@@ -40,6 +40,14 @@ std::string blas_threading();
 // OPENBLAS_CORETYPE when OpenBLAS loads), "" if not OpenBLAS.
 std::string blas_core();
 
+// For training processes (the Trainer calls it): glibc's malloc keeps freed blocks of up to 32 MiB (its maximum
+// mmap threshold) in the heap, and up to 1 GiB free at the heap's top, so each step's activations and gradients
+// reuse the previous step's memory instead of mapping fresh pages that the kernel must fault in and zero
+// (bench-s step on 2 cores: ~57 000 page faults and ~40 ms per step without). Process-wide; freed memory is not
+// returned to the system until exit. Does nothing outside glibc, or where MALLOC_MMAP_THRESHOLD_,
+// MALLOC_TRIM_THRESHOLD_ or MALLOC_TOP_PAD_ is set (that choice stands). Returns whether it changed anything.
+bool retain_freed_memory();
+
 // For GEMM-dominated CPU work (K-means). While alive, LibTorch's own intra-op threads drop to 1 if the BLAS
 // runs GEMMs on its own pthread pool: otherwise LibTorch's OpenMP workers spin between ops and take cores from
 // the BLAS threads (measured: K-means on 2 cores 3.98 s -> 2.59 s). No effect for other BLAS set-ups. The thread

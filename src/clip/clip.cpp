@@ -152,9 +152,11 @@ PackedAttentionImpl::PackedAttentionImpl(int64_t width, int64_t heads_) : heads(
 at::Tensor PackedAttentionImpl::forward(const at::Tensor& x, const at::Tensor& mask) {
   const int64_t b = x.size(0), t = x.size(1), w = x.size(2), d = w / heads;
   // q, k, v as [batch·heads, t, d] in one copy; the 1/√d scale and the additive mask fold into one baddbmm.
+  const at::Tensor packed = linear(x, in_proj_weight, in_proj_bias);  // [B, T, 3w]: q, k, v
+  if (detail::attention_is_fused(packed, mask))
+    return linear(detail::attention(packed, mask, heads), out_proj->weight, out_proj->bias);
   // (unbind, not indexing: its backward stacks the three gradients instead of adding three zero-padded copies)
-  const auto qkv = linear(x, in_proj_weight, in_proj_bias).view({b, t, 3, heads, d}).permute({2, 0, 3, 1, 4})
-                       .reshape({3, b * heads, t, d}).unbind(0);
+  const auto qkv = packed.view({b, t, 3, heads, d}).permute({2, 0, 3, 1, 4}).reshape({3, b * heads, t, d}).unbind(0);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const at::Tensor keys = qkv[1].transpose(1, 2);
   const at::Tensor scores = mask.defined() ? at::baddbmm(mask, qkv[0], keys, 1.0, scale) : at::bmm(qkv[0], keys).mul_(scale);
@@ -170,9 +172,10 @@ at::Tensor PackedAttentionImpl::forward_at(const at::Tensor& x, const at::Tensor
   const at::Tensor q = at::addmm(in_proj_bias.narrow(0, 0, w), x.index({rows, positions}), in_proj_weight.narrow(0, 0, w).t()) * scale;
   const auto kv = linear(x, in_proj_weight.narrow(0, w, 2 * w), in_proj_bias.narrow(0, w, 2 * w))
                             .view({b, t, 2, heads, d}).permute({2, 0, 3, 1, 4}).unbind(0);  // 2 × [B, heads, T, d]
-  at::Tensor scores = at::matmul(q.view({b, heads, 1, d}), kv[0].transpose(-1, -2));  // [B, heads, 1, T]
-  if (mask.defined()) scores = scores + mask.index_select(0, positions).view({b, 1, 1, t});
-  const at::Tensor out = at::matmul(at::softmax(scores, -1), kv[1]);  // [B, heads, 1, d]
+  // One query row per head: elementwise products and sums, not B·heads matrix-vector products through bmm.
+  at::Tensor scores = (kv[0] * q.view({b, heads, 1, d})).sum(-1);  // [B, heads, T]
+  if (mask.defined()) scores = scores + mask.index_select(0, positions).view({b, 1, t});
+  const at::Tensor out = (at::softmax(scores, -1).unsqueeze(-1) * kv[1]).sum(2);  // [B, heads, d]
   return at::addmm(out_proj->bias, out.reshape({b, w}), out_proj->weight.t());
 }
 
@@ -339,7 +342,7 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   const int64_t t = ids.size(0) ? eot.max().item<int64_t>() + 1 : ids.size(1);
   const at::Tensor tokens = ids.narrow(1, 0, t).to(token_embedding->weight.device());
   at::Tensor x = detail::embedding_rows(token_embedding->weight, tokens) + positional_embedding.narrow(0, 0, t);
-  const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type());
+  const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()).contiguous();
   return norm32(ln_final, transformer->forward_at(x, mask, eot.to(tokens.device()))).matmul(text_projection);
 }
 

@@ -1,12 +1,11 @@
 // Fused CPU loops for the CLIP student's elementwise hot spots (see fused_ops.h).
 #include "clip/fused_ops.h"
+#include "clip/simd.h"
 #include "core/autocast.h"
 
 #include <torch/autograd.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 namespace kclip::detail {
 namespace {
@@ -16,28 +15,7 @@ using torch::autograd::variable_list;
 
 constexpr float kQuickGelu = 1.702f;
 
-// e^x in float32 within 2 ulp (Cephes' expf: 2^n · polynomial on |r| ≤ ln2/2), written so loops vectorize;
-// x is clamped to [-87, 88], where 2^n stays a normal number (σ's tails need nothing finer).
-inline float exp_approx(float x) {
-  x = std::max(-87.0f, std::min(x, 88.0f));
-  // n = round(x / ln2) by the float's own rounding: adding 1.5·2^23 leaves no fraction bits (|x / ln2| < 2^22)
-  constexpr float kRound = 12582912.0f;
-  const float n = (x * 1.44269504088896341f + kRound) - kRound;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-
-inline float quick_gelu_sigmoid(float u) { return 1.0f / (1.0f + exp_approx(-kQuickGelu * u)); }
+inline float quick_gelu_sigmoid(float u) { return 1.0f / (1.0f + simd::exp_approx(-kQuickGelu * u)); }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void quick_gelu_forward(const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = u[i] * quick_gelu_sigmoid(u[i]);

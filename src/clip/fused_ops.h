@@ -12,6 +12,12 @@ at::Tensor quick_gelu(const at::Tensor& u);
 // Whether quick_gelu(linear(input, weight, ...)) runs the fused loops: float32 on the CPU, no CPU autocast.
 bool quick_gelu_is_fused(const at::Tensor& input, const at::Tensor& weight);
 
+// Self-attention of `heads` heads from the packed projection qkv = x·in_projᵀ + b ([B, T, 3w]: q, k, v) to the
+// heads' outputs [B, T, w] (before out_proj), with the 1/√d scale and an additive mask [T, T] (or undefined).
+// Fused loops for float32 contiguous CPU tensors (attention_is_fused); the mask gets no gradient.
+at::Tensor attention(const at::Tensor& qkv, const at::Tensor& mask, int64_t heads);
+bool attention_is_fused(const at::Tensor& qkv, const at::Tensor& mask);
+
 // weight[ids]. When weight.grad already holds a dense gradient on the CPU (optimizers over flat buffers keep it
 // between steps, kclip.AdamW does), backward adds the rows that ids touched into it (a sparse gradient) instead of
 // building and adding a dense [vocab, width] one that is almost all zeros. Otherwise the dense gradient, as

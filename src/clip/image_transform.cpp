@@ -3,6 +3,8 @@
 #include <kclip/image_transform.h>
 #include <kclip/runtime.h>
 
+#include "core/parallel.h"
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
@@ -464,34 +466,6 @@ std::vector<uint8_t> read_file(const std::filesystem::path& path) {
   return bytes;
 }
 
-// Runs fn(i) for i in [0, n) on up to available_cpus() threads (not LibTorch's intra-op pool, which kclip keeps
-// at one thread beside a pthread BLAS); the first exception is rethrown once all threads have finished.
-void parallel_for_each(int64_t n, const std::function<void(int64_t)>& fn) {
-  const int64_t workers = std::min<int64_t>(n, available_cpus());
-  if (workers <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&] {
-    for (int64_t i = next++; i < n; i = next++) {
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        next = n;
-      }
-    }
-  };
-  std::vector<std::thread> threads;
-  for (int64_t t = 1; t < workers; ++t) threads.emplace_back(work);
-  work();
-  for (auto& thread : threads) thread.join();
-  if (error) std::rethrow_exception(error);
-}
 
 at::Tensor to_tensor(const Planes& p) {
   at::Tensor t = at::empty({p.channels, p.height, p.width}, at::kByte);
@@ -535,7 +509,7 @@ at::Tensor ImageTransform::operator()(const std::vector<std::filesystem::path>& 
   check_size(*this);
   at::Tensor out = at::empty({static_cast<int64_t>(paths.size()), 3, size, size}, at::kFloat);
   float* base = out.data_ptr<float>();
-  parallel_for_each(static_cast<int64_t>(paths.size()), [&](int64_t i) {
+  detail::parallel_for_each(static_cast<int64_t>(paths.size()), [&](int64_t i) {
     const auto bytes = read_file(paths[i]);
     transform_into(decode_planes(bytes.data(), bytes.size(), paths[i].string()), *this, 0, base + i * 3 * size * size);
   });
@@ -549,7 +523,7 @@ at::Tensor ImageTransform::operator()(const std::vector<at::Tensor>& images) con
   for (size_t i = 0; i < images.size(); ++i) planes.push_back(planes_of(images[i], fmt::format("ImageTransform: images[{}]", i)));
   at::Tensor out = at::empty({static_cast<int64_t>(images.size()), 3, size, size}, at::kFloat);
   float* base = out.data_ptr<float>();
-  parallel_for_each(static_cast<int64_t>(planes.size()),
+  detail::parallel_for_each(static_cast<int64_t>(planes.size()),
                     [&](int64_t i) { transform_into(planes[i], *this, 0, base + i * 3 * size * size); });
   return out;
 }

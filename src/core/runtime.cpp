@@ -7,6 +7,9 @@
 #include <torch/version.h>
 
 #include <dlfcn.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sched.h>
 
 #include <atomic>
@@ -75,6 +78,22 @@ std::string blas_core() {
   auto get_corename = reinterpret_cast<GetCorename>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   const char* name = get_corename ? get_corename() : nullptr;
   return name ? name : "";
+}
+
+bool retain_freed_memory() {
+#if defined(__GLIBC__)
+  for (const char* name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+    if (std::getenv(name) != nullptr) return false;
+  static std::once_flag once;
+  static bool changed = false;
+  std::call_once(once, [] {
+    changed = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 &&
+              mallopt(M_TOP_PAD, 64 << 20) == 1;
+  });
+  return changed;
+#else
+  return false;
+#endif
 }
 
 int default_num_threads() {

@@ -110,6 +110,7 @@ std::string describe_terms(const KnowledgeClipLossOptions& o) {
 
 Trainer::Trainer(TrainConfig config, ProcessGroupPtr group) : impl_(std::make_unique<Impl>()), config_(std::move(config)) {
   init();
+  retain_freed_memory();  // each step reuses the last one's memory: no page faults on fresh activations
   config_.validate();
   device_ = choose_device(config_.device);
   if (device_.is_cuda()) c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->setDevice(device_);

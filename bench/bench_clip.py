@@ -131,18 +131,18 @@ def main():
 
 
 def peak_step_memory(batch, checkpointing):
-    """Peak resident set (MiB) of a fresh process that builds the model and runs one training step (ru_maxrss
-    cannot be reset, so each setting gets its own process)."""
+    """Peak resident set (MiB) of a fresh process that builds the model and runs one training step (each setting
+    gets its own process; VmHWM, not ru_maxrss, which keeps the forking parent's peak across exec)."""
     import subprocess
     import sys
     code = f"""
-import resource, torch, kclip
+import torch, kclip
 model, loss_fn = kclip.CLIP(kclip.CLIPConfig.named("bench-s")), kclip.ContrastiveLoss()
 model.train()
 model.set_grad_checkpointing({checkpointing})
 pixels, ids = torch.randn({batch}, 3, 64, 64), torch.randint(1, 49406, ({batch}, 32))
 loss_fn(model.encode_image(pixels), model.encode_text(ids)).backward()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])

@@ -17,7 +17,6 @@ kclip's defaults vs faiss (1 and 2 OpenMP threads), each in its own process for 
 import argparse
 import gzip
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -156,7 +155,10 @@ def teacher_embeddings(rows, dim, k, seed=0):
 
 
 def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, it does not carry the forking parent's peak
+    across exec)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def teacher_case(args):

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace kclip {
 
@@ -50,6 +51,8 @@ class PackedAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& mask);  // x: [B, T, w]; mask additive [T, T] or {}
   // Attention output at one query position per sequence (int64 [B]) over all T keys: [B, w].
   at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
+  // Sequences of different lengths packed back to back, x [N, w] (float32 on the CPU): [N, w].
+  at::Tensor forward_packed(const at::Tensor& x, const std::vector<int64_t>& lengths, const at::Tensor& mask);
   at::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
   int64_t heads;
@@ -63,6 +66,7 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
   // The block's output at one position per sequence (int64 [B]): [B, T, w] -> [B, w]. Equal to
   // forward(x, mask)[b, positions[b]]; only the keys and values are computed for every position.
   at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
+  at::Tensor forward_packed(const at::Tensor& x, const std::vector<int64_t>& lengths, const at::Tensor& mask);
   at::Tensor mlp(const at::Tensor& h);  // h + MLP(ln_2(h))
   PackedAttention attn{nullptr};
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
@@ -79,6 +83,11 @@ class CLIPTransformerImpl : public torch::nn::Module {
   // forward(x, mask)[b, positions[b]]. The towers pool one token (CLS, end-of-text), so the last block computes
   // only that token's query, attention and MLP: ~10/12 of that block's matrix work is skipped, forward and backward.
   at::Tensor forward_at(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& positions);
+  // forward_at for sequences of different lengths packed back to back (x [N, w], float32 on the CPU, no
+  // checkpointing): all blocks but the last see only each sequence's own rows, no padding; `rows` [N] are the
+  // rows' places in the padded [B, T] layout, where the last block runs at `positions` (as forward_at).
+  at::Tensor forward_packed_at(const at::Tensor& x, const std::vector<int64_t>& lengths, const at::Tensor& mask,
+                               const at::Tensor& rows, int64_t padded_length, const at::Tensor& positions);
   torch::nn::ModuleList resblocks{nullptr};
   // When training, keep only each block's input and recompute the block in backward (open_clip's
   // set_grad_checkpointing; torch.utils.checkpoint's reentrant form: gradients reach the parameters through

@@ -80,36 +80,52 @@ void scatter(const float* src, int64_t ld, int64_t t, int64_t d, float* dst, int
   for (int64_t i = 0; i < t; ++i) std::copy(src + i * ld, src + i * ld + d, dst + i * stride);
 }
 
-// The sizes of one (batch, head) problem and its padded buffers.
+// The sequences of one call: sequence n is lens[n] consecutive rows of the packed projection [N, 3w] from row
+// starts[n] (a [B, T, 3w] batch is B sequences of T rows). Work buffers are sized for the longest.
 struct Shape {
-  int64_t batch, t, heads, d, w;
-  int64_t tr, tp, dp;  // rows padded to the row tile, columns padded to the vector width
-  Shape(const at::Tensor& qkv, int64_t heads_)
-      : batch(qkv.size(0)), t(qkv.size(1)), heads(heads_), d(qkv.size(2) / 3 / heads_), w(qkv.size(2) / 3),
-        tr(round_up(t, kRows)), tp(round_up(t, kLanes)), dp(round_up(d, kLanes)) {}
-  // q, k or v (part 0, 1, 2) of head h of batch row b inside the packed [B, T, 3w] projection
-  int64_t offset(int64_t b, int64_t part, int64_t h) const { return b * t * 3 * w + part * w + h * d; }
+  std::vector<int64_t> starts, lens;
+  int64_t heads, d, w, tmax = 0;
+  Shape(const at::Tensor& qkv, const std::vector<int64_t>& lengths, int64_t heads_)
+      : lens(lengths), heads(heads_), d(qkv.size(-1) / 3 / heads_), w(qkv.size(-1) / 3) {
+    int64_t row = 0;
+    for (const int64_t t : lens) {
+      starts.push_back(row);
+      row += t;
+      tmax = std::max(tmax, t);
+    }
+  }
+  int64_t sequences() const { return static_cast<int64_t>(lens.size()); }
+  // q, k or v (part 0, 1, 2) of head h of sequence n inside the packed projection
+  int64_t offset(int64_t n, int64_t part, int64_t h) const { return starts[n] * 3 * w + part * w + h * d; }
 };
 
+// One (sequence, head) problem's padded sizes: rows to the row tile, columns to the vector width.
+struct Tile {
+  int64_t t, tr, tp, dp;
+  Tile(int64_t t_, int64_t d) : t(t_), tr(round_up(t_, kRows)), tp(round_up(t_, kLanes)), dp(round_up(d, kLanes)) {}
+};
+
+// Buffers for the longest sequence. Stale values left by a longer sequence in padding rows or columns are never
+// read into a result: products read k-dimensions only up to t, and softmax sets its own padding.
 struct Buffers {
-  std::vector<float> q, k, v, kt, s, x, y;
-  explicit Buffers(const Shape& s_) {
-    const size_t rows_d = static_cast<size_t>(std::max(s_.tr, s_.dp) * std::max(s_.dp, s_.tp));
-    const size_t square = static_cast<size_t>(s_.tr * s_.tp);
-    for (auto* buffer : {&q, &k, &v, &kt, &x, &y}) buffer->assign(std::max(rows_d, square), 0.0f);
-    s.assign(square, 0.0f);
+  std::vector<float> q, k, v, kt, s, x, y, p, pt;
+  explicit Buffers(const Shape& sh) {
+    const Tile big(sh.tmax, sh.d);
+    const size_t size = static_cast<size_t>(std::max(big.tr, big.dp) * std::max(big.dp, big.tp));
+    for (auto* buffer : {&q, &k, &v, &kt, &s, &x, &y, &p, &pt}) buffer->assign(size, 0.0f);
   }
 };
 
-// Softmax of rows [t × t] of s (leading dimension ld, a multiple of 16) after scale and the additive mask; the
-// padding columns come out 0. A row masked everywhere gives NaN, as torch.softmax.
+// Softmax of rows [t × t] of s (leading dimension ld, a multiple of 16) after scale and the additive mask (leading
+// dimension mask_ld); the padding columns come out 0. A row masked everywhere gives NaN, as torch.softmax.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(float* s, int64_t ld, int64_t t,
-                                                                              float scale, const float* mask) {
+                                                                              float scale, const float* mask,
+                                                                              int64_t mask_ld) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < t; ++i) {
     float* row = s + i * ld;
     if (mask) {
-      for (int64_t j = 0; j < t; ++j) row[j] = row[j] * scale + mask[i * t + j];
+      for (int64_t j = 0; j < t; ++j) row[j] = row[j] * scale + mask[i * mask_ld + j];
     } else {
       for (int64_t j = 0; j < t; ++j) row[j] *= scale;
     }
@@ -132,102 +148,110 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(f
   }
 }
 
-// ds = scale · p ⊙ (dp − rowsum(p ⊙ dp)), in place of dp; rows of length ld (padding: p = 0 there).
+// ds = scale · p ⊙ (dp − rowsum(p ⊙ dp)), in place of dp, over the t columns of each row (leading dimension ld).
 __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_backward_rows(const float* p, float* dp,
                                                                                        int64_t ld, int64_t t,
                                                                                        float scale) {
+  const int64_t whole = t / kLanes * kLanes;
   for (int64_t i = 0; i < t; ++i) {
     const float* prow = p + i * ld;
     float* row = dp + i * ld;
     v16 dot = {};
-    for (int64_t j = 0; j < ld; j += kLanes) dot += simd::load(prow + j) * simd::load(row + j);
-    const float d = simd::sum(dot);
-    for (int64_t j = 0; j < ld; ++j) row[j] = scale * prow[j] * (row[j] - d);
+    for (int64_t j = 0; j < whole; j += kLanes) dot += simd::load(prow + j) * simd::load(row + j);
+    float d = simd::sum(dot);
+    for (int64_t j = whole; j < t; ++j) d += prow[j] * row[j];
+    for (int64_t j = 0; j < t; ++j) row[j] = scale * prow[j] * (row[j] - d);
   }
 }
 
-// out [B, T, w] and the attention weights probs [B, heads, T, T] from qkv [B, T, 3w].
-void attention_forward(const at::Tensor& qkv, const at::Tensor& mask, int64_t heads, double scale, at::Tensor& out,
+// out [N, w] and the attention weights probs [sequences, heads, tmax, tmax] (sequence n's in the top-left t × t)
+// from the packed projection qkv [N, 3w].
+void attention_forward(const at::Tensor& qkv, const Shape& sh, const at::Tensor& mask, double scale, at::Tensor& out,
                        at::Tensor& probs) {
-  const Shape sh(qkv, heads);
   const float* src = qkv.data_ptr<float>();
   const float* m = mask.defined() ? mask.data_ptr<float>() : nullptr;
+  const int64_t mask_ld = mask.defined() ? mask.size(1) : 0;
   float* o = out.data_ptr<float>();
   float* p_all = probs.data_ptr<float>();
   // One thread: beside OpenBLAS's worker, which spins on the other core between GEMMs, a second thread measured
   // no faster here.
   Buffers buf(sh);
-  for (int64_t pair = 0; pair < sh.batch * sh.heads; ++pair) {
-    const int64_t b = pair / sh.heads, h = pair % sh.heads;
-    gather(src + sh.offset(b, 0, h), 3 * sh.w, sh.t, sh.d, buf.q.data(), sh.dp);
-    gather(src + sh.offset(b, 1, h), 3 * sh.w, sh.t, sh.d, buf.k.data(), sh.dp);
-    gather(src + sh.offset(b, 2, h), 3 * sh.w, sh.t, sh.d, buf.v.data(), sh.dp);
-    transpose(buf.k.data(), sh.dp, buf.kt.data(), sh.tp, sh.t, sh.d);                                // kᵀ [d × T]
-    small_gemm(buf.q.data(), sh.dp, buf.kt.data(), sh.tp, buf.s.data(), sh.tp, sh.tr, sh.tp, sh.d);  // q·kᵀ
-    softmax_rows(buf.s.data(), sh.tp, sh.t, static_cast<float>(scale), m);
-    scatter(buf.s.data(), sh.tp, sh.t, sh.t, p_all + pair * sh.t * sh.t, sh.t);
-    small_gemm(buf.s.data(), sh.tp, buf.v.data(), sh.dp, buf.x.data(), sh.dp, sh.tr, sh.dp, sh.t);  // p·v
-    scatter(buf.x.data(), sh.dp, sh.t, sh.d, o + b * sh.t * sh.w + h * sh.d, sh.w);
+  for (int64_t pair = 0; pair < sh.sequences() * sh.heads; ++pair) {
+    const int64_t n = pair / sh.heads, h = pair % sh.heads;
+    const Tile tl(sh.lens[n], sh.d);
+    gather(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
+    gather(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
+    gather(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
+    transpose(buf.k.data(), tl.dp, buf.kt.data(), tl.tp, tl.t, sh.d);                                // kᵀ [d × t]
+    small_gemm(buf.q.data(), tl.dp, buf.kt.data(), tl.tp, buf.s.data(), tl.tp, tl.tr, tl.tp, sh.d);  // q·kᵀ
+    softmax_rows(buf.s.data(), tl.tp, tl.t, static_cast<float>(scale), m, mask_ld);
+    scatter(buf.s.data(), tl.tp, tl.t, tl.t, p_all + pair * sh.tmax * sh.tmax, sh.tmax);
+    small_gemm(buf.s.data(), tl.tp, buf.v.data(), tl.dp, buf.x.data(), tl.dp, tl.tr, tl.dp, tl.t);  // p·v
+    scatter(buf.x.data(), tl.dp, tl.t, sh.d, o + sh.starts[n] * sh.w + h * sh.d, sh.w);
   }
 }
 
-// d qkv [B, T, 3w] from d out [B, T, w]: dv = pᵀ·do, dp = do·vᵀ, ds = p ⊙ (dp − rowsum(p ⊙ dp)),
+// d qkv [N, 3w] from d out [N, w]: dv = pᵀ·do, dp = do·vᵀ, ds = p ⊙ (dp − rowsum(p ⊙ dp)),
 // dq = scale·ds·k, dk = scale·dsᵀ·q.
-void attention_backward(const at::Tensor& qkv, const at::Tensor& probs, const at::Tensor& grad_out, int64_t heads,
+void attention_backward(const at::Tensor& qkv, const Shape& sh, const at::Tensor& probs, const at::Tensor& grad_out,
                         double scale, at::Tensor& grad_qkv) {
-  const Shape sh(qkv, heads);
   const float* src = qkv.data_ptr<float>();
   const float* p_all = probs.data_ptr<float>();
   const float* dout = grad_out.data_ptr<float>();
   float* dst = grad_qkv.data_ptr<float>();
   const float sc = static_cast<float>(scale);
   Buffers buf(sh);
-  std::vector<float> p(static_cast<size_t>(sh.tr * sh.tp), 0.0f), dp = p, pt = p;
-  for (int64_t pair = 0; pair < sh.batch * sh.heads; ++pair) {
-    const int64_t b = pair / sh.heads, h = pair % sh.heads;
-    gather(src + sh.offset(b, 0, h), 3 * sh.w, sh.t, sh.d, buf.q.data(), sh.dp);
-    gather(src + sh.offset(b, 1, h), 3 * sh.w, sh.t, sh.d, buf.k.data(), sh.dp);
-    gather(src + sh.offset(b, 2, h), 3 * sh.w, sh.t, sh.d, buf.v.data(), sh.dp);
-    gather(dout + b * sh.t * sh.w + h * sh.d, sh.w, sh.t, sh.d, buf.x.data(), sh.dp);  // do [T × d]
-    gather(p_all + pair * sh.t * sh.t, sh.t, sh.t, sh.t, p.data(), sh.tp);
+  for (int64_t pair = 0; pair < sh.sequences() * sh.heads; ++pair) {
+    const int64_t n = pair / sh.heads, h = pair % sh.heads;
+    const Tile tl(sh.lens[n], sh.d);
+    float *p = buf.p.data(), *pt = buf.pt.data(), *dp = buf.s.data();
+    gather(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
+    gather(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
+    gather(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
+    gather(dout + sh.starts[n] * sh.w + h * sh.d, sh.w, tl.t, sh.d, buf.x.data(), tl.dp);  // do [t × d]
+    gather(p_all + pair * sh.tmax * sh.tmax, sh.tmax, tl.t, tl.t, p, tl.tp);
     // dv = pᵀ·do
-    transpose(p.data(), sh.tp, pt.data(), sh.tp, sh.t, sh.t);
-    small_gemm(pt.data(), sh.tp, buf.x.data(), sh.dp, buf.y.data(), sh.dp, sh.tr, sh.dp, sh.t);
-    scatter(buf.y.data(), sh.dp, sh.t, sh.d, dst + sh.offset(b, 2, h), 3 * sh.w);
+    transpose(p, tl.tp, pt, tl.tp, tl.t, tl.t);
+    small_gemm(pt, tl.tp, buf.x.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
+    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 2, h), 3 * sh.w);
     // dp = do·vᵀ, then ds (scaled) in its place
-    transpose(buf.v.data(), sh.dp, buf.kt.data(), sh.tp, sh.t, sh.d);
-    small_gemm(buf.x.data(), sh.dp, buf.kt.data(), sh.tp, dp.data(), sh.tp, sh.tr, sh.tp, sh.d);
-    softmax_backward_rows(p.data(), dp.data(), sh.tp, sh.t, sc);
+    transpose(buf.v.data(), tl.dp, buf.kt.data(), tl.tp, tl.t, sh.d);
+    small_gemm(buf.x.data(), tl.dp, buf.kt.data(), tl.tp, dp, tl.tp, tl.tr, tl.tp, sh.d);
+    softmax_backward_rows(p, dp, tl.tp, tl.t, sc);
     // dq = ds·k
-    small_gemm(dp.data(), sh.tp, buf.k.data(), sh.dp, buf.y.data(), sh.dp, sh.tr, sh.dp, sh.t);
-    scatter(buf.y.data(), sh.dp, sh.t, sh.d, dst + sh.offset(b, 0, h), 3 * sh.w);
+    small_gemm(dp, tl.tp, buf.k.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
+    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 0, h), 3 * sh.w);
     // dk = dsᵀ·q
-    transpose(dp.data(), sh.tp, pt.data(), sh.tp, sh.t, sh.t);
-    small_gemm(pt.data(), sh.tp, buf.q.data(), sh.dp, buf.y.data(), sh.dp, sh.tr, sh.dp, sh.t);
-    scatter(buf.y.data(), sh.dp, sh.t, sh.d, dst + sh.offset(b, 1, h), 3 * sh.w);
+    transpose(dp, tl.tp, pt, tl.tp, tl.t, tl.t);
+    small_gemm(pt, tl.tp, buf.q.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
+    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 1, h), 3 * sh.w);
   }
 }
 
+// qkv: [N, 3w] or [B, T, 3w]; lengths: the rows of each sequence (for [B, T, 3w]: B times T).
 struct Attention : torch::autograd::Function<Attention> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor* mask, int64_t heads) {
-    const int64_t b = qkv.size(0), t = qkv.size(1), w = qkv.size(2) / 3;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(w / heads));
-    at::Tensor out = at::empty({b, t, w}, qkv.options());
-    at::Tensor probs = at::empty({b, heads, t, t}, qkv.options());
-    attention_forward(qkv, mask ? *mask : at::Tensor(), heads, scale, out, probs);
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor* mask,
+                            std::vector<int64_t> lengths, int64_t heads) {
+    const Shape sh(qkv, lengths, heads);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(sh.d));
+    std::vector<int64_t> out_sizes = qkv.sizes().vec();
+    out_sizes.back() = sh.w;
+    at::Tensor out = at::empty(out_sizes, qkv.options());
+    at::Tensor probs = at::empty({sh.sequences(), heads, sh.tmax, sh.tmax}, qkv.options());
+    attention_forward(qkv, sh, mask ? *mask : at::Tensor(), scale, out, probs);
     ctx->save_for_backward({qkv, probs});
     ctx->saved_data["heads"] = heads;
+    ctx->saved_data["lengths"] = lengths;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_output) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &qkv = saved[0], &probs = saved[1];
-    const int64_t heads = ctx->saved_data["heads"].toInt();
-    const double scale = 1.0 / std::sqrt(static_cast<double>(qkv.size(2) / 3 / heads));
+    const Shape sh(qkv, ctx->saved_data["lengths"].toIntVector(), ctx->saved_data["heads"].toInt());
     at::Tensor grad_qkv = at::empty_like(qkv);
-    attention_backward(qkv, probs, grad_output[0].contiguous(), heads, scale, grad_qkv);
-    return {grad_qkv, at::Tensor(), at::Tensor()};
+    attention_backward(qkv, sh, probs, grad_output[0].contiguous(), 1.0 / std::sqrt(static_cast<double>(sh.d)), grad_qkv);
+    return {grad_qkv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -240,7 +264,12 @@ bool attention_is_fused(const at::Tensor& qkv, const at::Tensor& mask) {
 }
 
 at::Tensor attention(const at::Tensor& qkv, const at::Tensor& mask, int64_t heads) {
-  return Attention::apply(qkv, &mask, heads);
+  return Attention::apply(qkv, &mask, std::vector<int64_t>(qkv.size(0), qkv.size(1)), heads);
+}
+
+at::Tensor attention_packed(const at::Tensor& qkv, const std::vector<int64_t>& lengths, const at::Tensor& mask,
+                            int64_t heads) {
+  return Attention::apply(qkv, &mask, lengths, heads);
 }
 
 }  // namespace kclip::detail

@@ -179,6 +179,12 @@ at::Tensor PackedAttentionImpl::forward_at(const at::Tensor& x, const at::Tensor
   return at::addmm(out_proj->bias, out.reshape({b, w}), out_proj->weight.t());
 }
 
+at::Tensor PackedAttentionImpl::forward_packed(const at::Tensor& x, const std::vector<int64_t>& lengths,
+                                              const at::Tensor& mask) {
+  const at::Tensor packed = linear(x, in_proj_weight, in_proj_bias);  // [N, 3w]
+  return linear(detail::attention_packed(packed, lengths, mask, heads), out_proj->weight, out_proj->bias);
+}
+
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads, const std::string& activation)
     : quick_gelu(activation == "quick_gelu") {
   attn = register_module("attn", PackedAttention(width, heads));
@@ -198,11 +204,16 @@ at::Tensor ResidualAttentionBlockImpl::forward_at(const at::Tensor& x, const at:
   return mlp(x.index({rows, positions}) + attn->forward_at(norm32(ln_1, x), mask, positions));
 }
 
+at::Tensor ResidualAttentionBlockImpl::forward_packed(const at::Tensor& x, const std::vector<int64_t>& lengths,
+                                                     const at::Tensor& mask) {
+  return mlp(x + attn->forward_packed(norm32(ln_1, x), lengths, mask));
+}
+
 // h + MLP(ln_2(h)), the block's second residual branch.
 at::Tensor ResidualAttentionBlockImpl::mlp(const at::Tensor& h) {
   const at::Tensor n = norm32(ln_2, h);
   if (!quick_gelu) return h + linear(at::gelu(linear(n, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
-  if (detail::quick_gelu_is_fused(n, c_fc->weight))
+  if (detail::fused_loops_apply(n, c_fc->weight))
     return h + linear(detail::quick_gelu(linear(n, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
   // Elsewhere (CUDA, autocast): QuickGELU(u) = u·σ(1.702u) = silu(1.702u) / 1.702, with the factors folded into
   // the (small) weights, leaves one silu pass over the wide activations instead of three elementwise passes.
@@ -283,6 +294,19 @@ at::Tensor CLIPTransformerImpl::forward_at(const at::Tensor& x, const at::Tensor
   return resblocks->ptr<ResidualAttentionBlockImpl>(last)->forward_at(h, mask, positions);
 }
 
+at::Tensor CLIPTransformerImpl::forward_packed_at(const at::Tensor& x, const std::vector<int64_t>& lengths,
+                                                 const at::Tensor& mask, const at::Tensor& rows,
+                                                 int64_t padded_length, const at::Tensor& positions) {
+  const auto last = resblocks->size() - 1;
+  at::Tensor h = x;
+  for (std::size_t i = 0; i < last; ++i) h = resblocks->ptr<ResidualAttentionBlockImpl>(i)->forward_packed(h, lengths, mask);
+  // The last block computes keys and values for every position of the padded layout (zero rows past each
+  // sequence's end, which its mask row hides), its query only at `positions`.
+  const int64_t batch = static_cast<int64_t>(lengths.size());
+  const at::Tensor padded = at::zeros({batch * padded_length, h.size(1)}, h.options()).index_copy(0, rows, h);
+  return resblocks->ptr<ResidualAttentionBlockImpl>(last)->forward_at(padded.view({batch, padded_length, -1}), mask, positions);
+}
+
 // ---- towers ----------------------------------------------------------------------------------------------
 
 VisionTransformerImpl::VisionTransformerImpl(const CLIPConfig& c) {
@@ -341,8 +365,20 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   const at::Tensor eot = ids.argmax(1);
   const int64_t t = ids.size(0) ? eot.max().item<int64_t>() + 1 : ids.size(1);
   const at::Tensor tokens = ids.narrow(1, 0, t).to(token_embedding->weight.device());
-  at::Tensor x = detail::embedding_rows(token_embedding->weight, tokens) + positional_embedding.narrow(0, 0, t);
-  const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(x.device(), x.scalar_type()).contiguous();
+  const at::Tensor& weight = token_embedding->weight;
+  const at::Tensor mask = causal_mask_.narrow(0, 0, t).narrow(1, 0, t).to(weight.device(), weight.scalar_type()).contiguous();
+  const bool checkpointing = transformer->grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  if (detail::fused_loops_apply(mask, weight) && !checkpointing && ids.size(0) > 0) {
+    // Each caption only up to its own end-of-text token (the positions after it reach no feature either): the
+    // rows of all captions packed back to back, so the blocks' products skip the batch's padding.
+    const at::Tensor lengths = eot.to(at::kCPU) + 1;
+    const at::Tensor rows = (at::arange(t, eot.options()).unsqueeze(0) < lengths.unsqueeze(1)).flatten().nonzero().squeeze(1);
+    const at::Tensor x = detail::embedding_rows(weight, tokens.flatten().index_select(0, rows)) +
+                         positional_embedding.index_select(0, rows.remainder(t));
+    const std::vector<int64_t> sizes(lengths.data_ptr<int64_t>(), lengths.data_ptr<int64_t>() + lengths.numel());
+    return norm32(ln_final, transformer->forward_packed_at(x, sizes, mask, rows, t, eot)).matmul(text_projection);
+  }
+  at::Tensor x = detail::embedding_rows(weight, tokens) + positional_embedding.narrow(0, 0, t);
   return norm32(ln_final, transformer->forward_at(x, mask, eot.to(tokens.device()))).matmul(text_projection);
 }
 

@@ -76,7 +76,7 @@ struct EmbeddingRows : torch::autograd::Function<EmbeddingRows> {
 
 }  // namespace
 
-bool quick_gelu_is_fused(const at::Tensor& input, const at::Tensor& weight) {
+bool fused_loops_apply(const at::Tensor& input, const at::Tensor& weight) {
   return input.device().is_cpu() && input.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat &&
          !AutocastState().cpu;
 }

@@ -176,18 +176,32 @@ def test_text_features_do_not_depend_on_padding_after_the_last_end_of_text():
             assert torch.allclose(grads[k], p.grad, atol=1e-5), k
 
 
+ODD_CONFIG = {  # head width 40 and 26 image tokens: no multiple of the fused kernels' vector width or row tile
+    "embed_dim": 24, "quick_gelu": True,
+    "vision_cfg": {"image_size": 40, "layers": 3, "width": 80, "patch_size": 8, "head_width": 40},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 80, "heads": 2, "layers": 2},
+}
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_features_and_every_gradient_equal_openais_architecture_in_eager_pytorch(checkpointing):
-    """kclip computes the last block of each tower only at the pooled token (CLS, end-of-text) and trims the text
-    after the last end-of-text token: features and all parameter gradients must still be those of the full model."""
+@pytest.mark.parametrize("config_name", ["tiny", "odd"])
+def test_features_and_every_gradient_equal_openais_architecture_in_eager_pytorch(checkpointing, config_name, tmp_path):
+    """kclip computes the last block of each tower only at the pooled token (CLS, end-of-text), each caption only up
+    to its own end-of-text token, attention and QuickGELU in fused CPU loops, and adds the token embedding's gradient
+    rows into an existing .grad: features and all parameter gradients must still be those of the full model in
+    eager PyTorch (two backward passes: the second accumulates)."""
     torch.manual_seed(0)
-    config = kclip.CLIPConfig.named("tiny")
+    if config_name == "odd":
+        (tmp_path / "odd.json").write_text(json.dumps(ODD_CONFIG))
+        config = kclip.CLIPConfig.from_json(str(tmp_path / "odd.json"))
+    else:
+        config = kclip.CLIPConfig.named(config_name)
     ours = kclip.CLIP(config)
     eager = EagerCLIP(config)
     eager.load_state_dict({k: v.detach().clone() for k, v in ours.named_parameters().items()}, strict=True)
     ours.train()
     ours.set_grad_checkpointing(checkpointing)
-    pixels = torch.randn(5, 3, 64, 64)
+    pixels = torch.randn(5, 3, config.image_size, config.image_size)
     ids = torch.randint(1, 49406, (5, 77))
     ids[:, 0] = 49406
     ids[torch.arange(5), torch.tensor([1, 9, 30, 4, 17])] = 49407  # end-of-text, as argmax finds it
@@ -195,12 +209,15 @@ def test_features_and_every_gradient_equal_openais_architecture_in_eager_pytorch
     results = []
     for model in (ours, eager):
         image, text = model.encode_image(pixels), model.encode_text(ids)
-        ((image * weights[0]).sum() + (text * weights[1]).sum()).backward()
+        for _ in range(2):
+            image, text = model.encode_image(pixels), model.encode_text(ids)
+            ((image * weights[0]).sum() + (text * weights[1]).sum()).backward()
         grads = dict(model.named_parameters()) if model is eager else model.named_parameters()
         results.append((image.detach(), text.detach(), {k: p.grad for k, p in grads.items() if p.grad is not None}))
     (image, text, grads), (eager_image, eager_text, eager_grads) = results
     assert (image - eager_image).abs().max() < 1e-5 and (text - eager_text).abs().max() < 1e-5
     assert sorted(grads) == sorted(k for k in eager_grads if k != "logit_scale")
+    assert grads["token_embedding.weight"].layout == torch.strided
     for name, grad in grads.items():
         scale = eager_grads[name].abs().max().item()
         assert (grad - eager_grads[name]).abs().max().item() <= 1e-4 * scale + 1e-7, name

@@ -259,8 +259,10 @@ struct Attention : torch::autograd::Function<Attention> {
 
 bool attention_is_fused(const at::Tensor& qkv, const at::Tensor& mask) {
   if (!qkv.device().is_cpu() || qkv.scalar_type() != at::kFloat || !qkv.is_contiguous()) return false;
-  return !mask.defined() ||
-         (mask.device().is_cpu() && mask.scalar_type() == at::kFloat && mask.is_contiguous() && !mask.requires_grad());
+  if (!mask.defined()) return true;
+  const bool square = qkv.dim() == 3 && mask.dim() == 2 && mask.size(0) == qkv.size(1) && mask.size(1) == qkv.size(1);
+  return square && mask.device().is_cpu() && mask.scalar_type() == at::kFloat && mask.is_contiguous() &&
+         !mask.requires_grad();
 }
 
 at::Tensor attention(const at::Tensor& qkv, const at::Tensor& mask, int64_t heads) {

@@ -17,7 +17,8 @@ bool fused_loops_apply(const at::Tensor& input, const at::Tensor& weight);
 
 // Self-attention of `heads` heads from the packed projection qkv = x·in_projᵀ + b ([B, T, 3w]: q, k, v) to the
 // heads' outputs [B, T, w] (before out_proj), with the 1/√d scale and an additive mask [T, T] (or undefined).
-// Fused loops for float32 contiguous CPU tensors (attention_is_fused); the mask gets no gradient.
+// Fused loops for float32 contiguous CPU tensors and a contiguous [T, T] mask that needs no gradient
+// (attention_is_fused); other masks (per head, broadcast) take LibTorch's ops.
 at::Tensor attention(const at::Tensor& qkv, const at::Tensor& mask, int64_t heads);
 bool attention_is_fused(const at::Tensor& qkv, const at::Tensor& mask);
 // The same for sequences of different lengths packed back to back: qkv [N, 3w] holds lengths[0] rows of the first

@@ -41,7 +41,7 @@ class ProbeDecoderImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& prefix, const at::Tensor& tokens) {
     const int64_t p = prefix.size(1), t = tokens.size(1) + p;
     at::Tensor x = at::cat({prefix, token->forward(tokens)}, 1) + position.narrow(0, 0, t);
-    x = blocks->forward(x, mask.narrow(0, 0, t).narrow(1, 0, t));
+    x = blocks->forward(x, mask.narrow(0, 0, t).narrow(1, 0, t).contiguous());  // contiguous: the fused attention
     return head->forward(norm->forward(x.narrow(1, p, t - p)));
   }
   torch::nn::Embedding token{nullptr};

@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/$(BUILD)/python$(if $(PYTHONPATH),:$(PYTHONPATH))
 # make fuzz: the libFuzzer harnesses (tests/fuzz/) for FUZZ_SECONDS each (0: replay the corpus once).
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build test test-cpp test-python demo walkthrough bench fuzz test-sanitize clean
+.PHONY: all deps configure build test test-cpp test-python demo walkthrough bench fuzz test-sanitize test-tsan clean
 
 all: build
 
@@ -49,6 +49,9 @@ fuzz: deps
 
 test-sanitize: deps
 	scripts/test-sanitize.sh $(BUILD)-sanitize
+
+test-tsan: deps
+	scripts/test-tsan.sh $(BUILD)-tsan
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-sanitize

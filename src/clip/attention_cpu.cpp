@@ -7,6 +7,7 @@
 // into small zero-padded buffers that stay in L1/L2, multiplied by a register-blocked kernel, and the softmax,
 // scale and mask are applied in place.
 #include "clip/fused_ops.h"
+#include "core/target_clones.h"
 #include "clip/simd.h"
 
 #include <torch/autograd.h>
@@ -33,7 +34,7 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 // over those padded sizes. Tiles of 4 rows × 32 columns (8 accumulators), then 4 × 16. The accumulators are named
 // variables, not an array: they stay in registers (an array may live on the stack, where ASan's fake frames do
 // not give the 64-byte alignment GCC assumes for it).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void small_gemm(const float* a, int64_t lda,
+KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void small_gemm(const float* a, int64_t lda,
                                                                             const float* b, int64_t ldb, float* c,
                                                                             int64_t ldc, int64_t m, int64_t n,
                                                                             int64_t k) {
@@ -120,7 +121,7 @@ struct Buffers {
 
 // Softmax of rows [t × t] of s (leading dimension ld, a multiple of 16) after scale and the additive mask (leading
 // dimension mask_ld); the padding columns come out 0. A row masked everywhere gives NaN, as torch.softmax.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(float* s, int64_t ld, int64_t t,
+KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void softmax_rows(float* s, int64_t ld, int64_t t,
                                                                               float scale, const float* mask,
                                                                               int64_t mask_ld) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -151,7 +152,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(f
 }
 
 // ds = scale · p ⊙ (dp − rowsum(p ⊙ dp)), in place of dp, over the t columns of each row (leading dimension ld).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_backward_rows(const float* p, float* dp,
+KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void softmax_backward_rows(const float* p, float* dp,
                                                                                        int64_t ld, int64_t t,
                                                                                        float scale) {
   const int64_t whole = t / kLanes * kLanes;

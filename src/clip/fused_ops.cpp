@@ -1,5 +1,6 @@
 // Fused CPU loops for the CLIP student's elementwise hot spots (see fused_ops.h).
 #include "clip/fused_ops.h"
+#include "core/target_clones.h"
 #include "clip/simd.h"
 #include "core/autocast.h"
 
@@ -17,12 +18,12 @@ constexpr float kQuickGelu = 1.702f;
 
 inline float quick_gelu_sigmoid(float u) { return 1.0f / (1.0f + simd::exp_approx(-kQuickGelu * u)); }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void quick_gelu_forward(const float* u, float* y, int64_t n) {
+KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void quick_gelu_forward(const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = u[i] * quick_gelu_sigmoid(u[i]);
 }
 
 // d/du u·σ(ku) = σ(ku) + k·u·σ(ku)·(1 − σ(ku))
-__attribute__((target_clones("avx512f", "avx2", "default"))) void quick_gelu_backward(const float* dy, const float* u,
+KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void quick_gelu_backward(const float* dy, const float* u,
                                                                                      float* du, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float s = quick_gelu_sigmoid(u[i]);

@@ -11,6 +11,7 @@
 // them (Σ‖x‖² − 2·Σ c·S_c + Σ n_c·‖c‖²) without another pass.
 
 #include "cluster/kmeans_internal.h"
+#include "core/target_clones.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -91,7 +92,7 @@ double inertia_from_sums(const ElkanState& s, double total_sq, const at::Tensor&
 
 // Squared distance between a data row (scaled by `scale`: 1/‖x‖ for the cosine metric, else 1) and a
 // centroid, summed directly (no cancellation); eight partial sums let the compiler vectorise.
-__attribute__((target_clones("avx2", "default"))) float row_distance_sq(const float* x, float scale, const float* c,
+KCLIP_TARGET_CLONES("avx2", "default") float row_distance_sq(const float* x, float scale, const float* c,
                                                                         int64_t dim) {
   float partial[8] = {};
   int64_t j = 0;
@@ -107,7 +108,7 @@ __attribute__((target_clones("avx2", "default"))) float row_distance_sq(const fl
 }
 
 // Shifts a row's lower bounds by the centroids' moves; true when some centroid may now be nearer than its own.
-__attribute__((target_clones("avx2", "default"))) bool shift_row(float* l, const float* g, const float* delta, float u,
+KCLIP_TARGET_CLONES("avx2", "default") bool shift_row(float* l, const float* g, const float* delta, float u,
                                                                  int64_t k) {
   bool any = false;
   for (int64_t j = 0; j < k; ++j) {
@@ -117,7 +118,7 @@ __attribute__((target_clones("avx2", "default"))) bool shift_row(float* l, const
   return any;
 }
 
-__attribute__((target_clones("avx2", "default"))) bool row_open(const float* l, const float* g, float u, int64_t k) {
+KCLIP_TARGET_CLONES("avx2", "default") bool row_open(const float* l, const float* g, float u, int64_t k) {
   bool any = false;
   for (int64_t j = 0; j < k; ++j) any |= (u > l[j]) & (u > g[j]);  // l = +inf at the own centroid
   return any;

@@ -76,7 +76,7 @@ void attach_grads(std::vector<AdamW::Group>& groups, const std::vector<at::Tenso
 }
 
 // torch.optim.AdamW's update in one pass over float32 buffers on the CPU (no errno: sqrt vectorises). The pass
-// is memory-bound (7 floats moved per parameter): it runs on every core (bench-s: 48 -> 27 ms on 2 cores).
+// is memory-bound (7 floats moved per parameter): it runs on every core (bench-s: 48 -> 29 ms on 2 cores).
 __attribute__((optimize("no-math-errno"))) void fused_adamw(float* p, const float* g, float* m, float* v, int64_t n, float decay, float beta1, float beta2,
                  float step_size, float bias2_sqrt, float eps) {
   detail::parallel_chunks(n, 1 << 18, [&](int64_t begin, int64_t end) {

@@ -46,7 +46,7 @@ KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void small_gemm(const float* a
     for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
       v16 s00 = {}, s01 = {}, s10 = {}, s11 = {}, s20 = {}, s21 = {}, s30 = {}, s31 = {};
       for (int64_t p = 0; p < k; ++p) {
-        const v16 b0 = simd::load(b + p * ldb + j), b1 = simd::load(b + p * ldb + j + kLanes);
+        const v16 b0 = KCLIP_LOAD16(b + p * ldb + j), b1 = KCLIP_LOAD16(b + p * ldb + j + kLanes);
         s00 += a0[p] * b0, s01 += a0[p] * b1;
         s10 += a1[p] * b0, s11 += a1[p] * b1;
         s20 += a2[p] * b0, s21 += a2[p] * b1;
@@ -60,7 +60,7 @@ KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void small_gemm(const float* a
     for (; j < n; j += kLanes) {
       v16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
       for (int64_t p = 0; p < k; ++p) {
-        const v16 b0 = simd::load(b + p * ldb + j);
+        const v16 b0 = KCLIP_LOAD16(b + p * ldb + j);
         s0 += a0[p] * b0, s1 += a1[p] * b0, s2 += a2[p] * b0, s3 += a3[p] * b0;
       }
       simd::store(c0 + j, s0), simd::store(c1 + j, s1), simd::store(c2 + j, s2), simd::store(c3 + j, s3);
@@ -133,9 +133,9 @@ KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void softmax_rows(float* s, in
       for (int64_t j = 0; j < t; ++j) row[j] *= scale;
     }
     std::fill(row + t, row + ld, kNegInf);
-    v16 top = simd::load(row);
+    v16 top = KCLIP_LOAD16(row);
     for (int64_t j = kLanes; j < ld; j += kLanes) {
-      const v16 x = simd::load(row + j);
+      const v16 x = KCLIP_LOAD16(row + j);
       top = x > top ? x : top;
     }
     const float m = simd::max(top);
@@ -145,7 +145,7 @@ KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void softmax_rows(float* s, in
     }
     for (int64_t j = 0; j < ld; ++j) row[j] = simd::exp_approx(row[j] - m);  // masked and padding: exactly 0
     v16 total = {};
-    for (int64_t j = 0; j < ld; j += kLanes) total += simd::load(row + j);
+    for (int64_t j = 0; j < ld; j += kLanes) total += KCLIP_LOAD16(row + j);
     const float inv = 1.0f / simd::sum(total);
     for (int64_t j = 0; j < ld; ++j) row[j] *= inv;
   }
@@ -160,7 +160,7 @@ KCLIP_TARGET_CLONES("avx512f", "avx2", "default") void softmax_backward_rows(con
     const float* prow = p + i * ld;
     float* row = dp + i * ld;
     v16 dot = {};
-    for (int64_t j = 0; j < whole; j += kLanes) dot += simd::load(prow + j) * simd::load(row + j);
+    for (int64_t j = 0; j < whole; j += kLanes) dot += KCLIP_LOAD16(prow + j) * KCLIP_LOAD16(row + j);
     float d = simd::sum(dot);
     for (int64_t j = whole; j < t; ++j) d += prow[j] * row[j];
     for (int64_t j = 0; j < t; ++j) row[j] = scale * prow[j] * (row[j] - d);

@@ -6,24 +6,25 @@
 #include <cstdint>
 #include <cstring>
 
-// Vector arguments and returns would change the ABI between targets (GCC's -Wpsabi note, silenced for these files
-// in CMakeLists.txt): the helpers are always inlined into the target-specific clones, so no call passes a vector.
 namespace kclip::detail::simd {
 
 // 16 floats; aligned(4): loads and stores at any float address.
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 constexpr int64_t kLanes = 16;
 
-[[gnu::always_inline]] inline v16 load(const float* p) { return *reinterpret_cast<const v16*>(p); }
-[[gnu::always_inline]] inline void store(float* p, v16 x) { *reinterpret_cast<v16*>(p) = x; }
+// Vectors go to helpers by reference and come from memory by an expression, never by value through a call: a
+// 64-byte vector passed by value changes the calling convention between the targets of target_clones (an error
+// in clang, a -Wpsabi note in GCC).
+#define KCLIP_LOAD16(p) (*reinterpret_cast<const ::kclip::detail::simd::v16*>(p))
+inline void store(float* p, const v16& x) { *reinterpret_cast<v16*>(p) = x; }
 
-[[gnu::always_inline]] inline float sum(v16 x) {
+inline float sum(const v16& x) {
   float total = 0;
   for (int64_t i = 0; i < kLanes; ++i) total += x[i];
   return total;
 }
 
-[[gnu::always_inline]] inline float max(v16 x) {
+inline float max(const v16& x) {
   float top = x[0];
   for (int64_t i = 1; i < kLanes; ++i) top = std::max(top, x[i]);
   return top;

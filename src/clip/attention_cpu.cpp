@@ -74,13 +74,10 @@ void transpose(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t r
     for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
 }
 
-// Copies rows [T × d] with source row stride `stride` into a zero-padded [rows × ld] buffer (pad stays zero).
-void gather(const float* src, int64_t stride, int64_t t, int64_t d, float* dst, int64_t ld) {
-  for (int64_t i = 0; i < t; ++i) std::copy(src + i * stride, src + i * stride + d, dst + i * ld);
-}
-
-void scatter(const float* src, int64_t ld, int64_t t, int64_t d, float* dst, int64_t stride) {
-  for (int64_t i = 0; i < t; ++i) std::copy(src + i * ld, src + i * ld + d, dst + i * stride);
+// Copies `rows` rows of `cols` floats from src (row stride src_ld) to dst (row stride dst_ld): a head's q, k, v
+// into a work buffer and results back out.
+void copy_rows(const float* src, int64_t src_ld, int64_t rows, int64_t cols, float* dst, int64_t dst_ld) {
+  for (int64_t i = 0; i < rows; ++i) std::copy(src + i * src_ld, src + i * src_ld + cols, dst + i * dst_ld);
 }
 
 // The sequences of one call: sequence n is lens[n] consecutive rows of the packed projection [N, 3w] from row
@@ -182,15 +179,15 @@ void attention_forward(const at::Tensor& qkv, const Shape& sh, const at::Tensor&
   for (int64_t pair = 0; pair < sh.sequences() * sh.heads; ++pair) {
     const int64_t n = pair / sh.heads, h = pair % sh.heads;
     const Tile tl(sh.lens[n], sh.d);
-    gather(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
-    gather(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
-    gather(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
+    copy_rows(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
+    copy_rows(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
+    copy_rows(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
     transpose(buf.k.data(), tl.dp, buf.kt.data(), tl.tp, tl.t, sh.d);                                // kᵀ [d × t]
     small_gemm(buf.q.data(), tl.dp, buf.kt.data(), tl.tp, buf.s.data(), tl.tp, tl.tr, tl.tp, sh.d);  // q·kᵀ
     softmax_rows(buf.s.data(), tl.tp, tl.t, static_cast<float>(scale), m, mask_ld);
-    scatter(buf.s.data(), tl.tp, tl.t, tl.t, p_all + pair * sh.tmax * sh.tmax, sh.tmax);
+    copy_rows(buf.s.data(), tl.tp, tl.t, tl.t, p_all + pair * sh.tmax * sh.tmax, sh.tmax);
     small_gemm(buf.s.data(), tl.tp, buf.v.data(), tl.dp, buf.x.data(), tl.dp, tl.tr, tl.dp, tl.t);  // p·v
-    scatter(buf.x.data(), tl.dp, tl.t, sh.d, o + sh.starts[n] * sh.w + h * sh.d, sh.w);
+    copy_rows(buf.x.data(), tl.dp, tl.t, sh.d, o + sh.starts[n] * sh.w + h * sh.d, sh.w);
   }
 }
 
@@ -208,26 +205,26 @@ void attention_backward(const at::Tensor& qkv, const Shape& sh, const at::Tensor
     const int64_t n = pair / sh.heads, h = pair % sh.heads;
     const Tile tl(sh.lens[n], sh.d);
     float *p = buf.p.data(), *pt = buf.pt.data(), *dp = buf.s.data();
-    gather(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
-    gather(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
-    gather(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
-    gather(dout + sh.starts[n] * sh.w + h * sh.d, sh.w, tl.t, sh.d, buf.x.data(), tl.dp);  // do [t × d]
-    gather(p_all + pair * sh.tmax * sh.tmax, sh.tmax, tl.t, tl.t, p, tl.tp);
+    copy_rows(src + sh.offset(n, 0, h), 3 * sh.w, tl.t, sh.d, buf.q.data(), tl.dp);
+    copy_rows(src + sh.offset(n, 1, h), 3 * sh.w, tl.t, sh.d, buf.k.data(), tl.dp);
+    copy_rows(src + sh.offset(n, 2, h), 3 * sh.w, tl.t, sh.d, buf.v.data(), tl.dp);
+    copy_rows(dout + sh.starts[n] * sh.w + h * sh.d, sh.w, tl.t, sh.d, buf.x.data(), tl.dp);  // do [t × d]
+    copy_rows(p_all + pair * sh.tmax * sh.tmax, sh.tmax, tl.t, tl.t, p, tl.tp);
     // dv = pᵀ·do
     transpose(p, tl.tp, pt, tl.tp, tl.t, tl.t);
     small_gemm(pt, tl.tp, buf.x.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
-    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 2, h), 3 * sh.w);
+    copy_rows(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 2, h), 3 * sh.w);
     // dp = do·vᵀ, then ds (scaled) in its place
     transpose(buf.v.data(), tl.dp, buf.kt.data(), tl.tp, tl.t, sh.d);
     small_gemm(buf.x.data(), tl.dp, buf.kt.data(), tl.tp, dp, tl.tp, tl.tr, tl.tp, sh.d);
     softmax_backward_rows(p, dp, tl.tp, tl.t, sc);
     // dq = ds·k
     small_gemm(dp, tl.tp, buf.k.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
-    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 0, h), 3 * sh.w);
+    copy_rows(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 0, h), 3 * sh.w);
     // dk = dsᵀ·q
     transpose(dp, tl.tp, pt, tl.tp, tl.t, tl.t);
     small_gemm(pt, tl.tp, buf.q.data(), tl.dp, buf.y.data(), tl.dp, tl.tr, tl.dp, tl.t);
-    scatter(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 1, h), 3 * sh.w);
+    copy_rows(buf.y.data(), tl.dp, tl.t, sh.d, dst + sh.offset(n, 1, h), 3 * sh.w);
   }
 }
 

@@ -371,12 +371,12 @@ at::Tensor CLIPImpl::encode_text(const at::Tensor& ids) {
   if (detail::fused_loops_apply(mask, weight) && !checkpointing && ids.size(0) > 0) {
     // Each caption only up to its own end-of-text token (the positions after it reach no feature either): the
     // rows of all captions packed back to back, so the blocks' products skip the batch's padding.
-    const at::Tensor lengths = eot.to(at::kCPU) + 1;
+    const at::Tensor eot_cpu = eot.to(at::kCPU), lengths = eot_cpu + 1;
     const at::Tensor rows = (at::arange(t, lengths.options()).unsqueeze(0) < lengths.unsqueeze(1)).flatten().nonzero().squeeze(1);
     const at::Tensor x = detail::embedding_rows(weight, tokens.flatten().index_select(0, rows)) +
                          positional_embedding.index_select(0, rows.remainder(t));
     const std::vector<int64_t> sizes(lengths.data_ptr<int64_t>(), lengths.data_ptr<int64_t>() + lengths.numel());
-    return norm32(ln_final, transformer->forward_packed_at(x, sizes, mask, rows, t, eot.to(at::kCPU))).matmul(text_projection);
+    return norm32(ln_final, transformer->forward_packed_at(x, sizes, mask, rows, t, eot_cpu)).matmul(text_projection);
   }
   at::Tensor x = detail::embedding_rows(weight, tokens) + positional_embedding.narrow(0, 0, t);
   return norm32(ln_final, transformer->forward_at(x, mask, eot.to(tokens.device()))).matmul(text_projection);

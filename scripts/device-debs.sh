@@ -5,7 +5,7 @@
 set -euo pipefail
 mkdir -p "$1" && cd "$1"
 apt-get download libfmt-dev libfmt9 nlohmann-json3-dev libeigen3-dev libsentencepiece-dev libsentencepiece0 \
-  libutf8proc-dev libutf8proc2 libstb-dev libstb0 libwebp-dev libwebp7 libwebpdemux2 libwebpmux3 \
+  libutf8proc-dev libutf8proc2 libstb-dev libstb0 libjpeg62-turbo-dev libjpeg62-turbo libwebp-dev libwebp7 libwebpdemux2 libwebpmux3 \
   libarchive-dev libarchive13 libnettle8 libxml2 libicu72 liblz4-1 libzstd1 libacl1 libbz2-1.0 liblzma5 \
   zlib1g-dev zlib1g libgloo-dev pybind11-dev pkgconf pkgconf-bin libpkgconf3
 

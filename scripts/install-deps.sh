@@ -12,8 +12,8 @@ packages=(
   # C++ libraries
   pybind11-dev libeigen3-dev libsentencepiece-dev libfmt-dev doctest-dev libstb-dev nlohmann-json3-dev
   libutf8proc-dev zlib1g-dev
-  # training data: WebP images, tar shards (webdataset)
-  libwebp-dev libarchive-dev
+  # training data: JPEG (libjpeg-turbo, as Pillow) and WebP images, tar shards (webdataset)
+  libjpeg62-turbo-dev libwebp-dev libarchive-dev
   # Python side: headers for the extension, tests, packaging (pip install . in a venv)
   python3-dev python3-pybind11 python3-numpy python3-pytest python3-pip python3-setuptools python3-wheel python3-venv
   # reference peers for tests and benchmarks: scikit-learn (K-means, metrics), faiss, Fashion-MNIST

@@ -1,8 +1,9 @@
 #pragma once
 // Image decoding and OpenAI CLIP's preprocessing (clip.py's _transform, open_clip's image_transform for eval):
-// decode JPEG / PNG / BMP / GIF (stb_image) and WebP (libwebp), resize the shorter side to `size` as Pillow's Image.resize(BICUBIC)
-// does for the mode the file opens as (a port of Pillow's 8-bit resampler, fixed-point arithmetic included;
-// nearest neighbour for palette and 1-bit images; alpha-premultiplied for LA / RGBA), center crop size×size, drop
+// decode JPEG (libjpeg-turbo, as Pillow), PNG / BMP / GIF (stb_image) and WebP (libwebp), resize the shorter side
+// to `size` as Pillow's Image.resize(BICUBIC) does for the mode the file opens as (a port of Pillow's 8-bit
+// resampler, fixed-point arithmetic included; nearest neighbour for palette and 1-bit images; alpha-premultiplied
+// for LA / RGBA; CMYK JPEGs as inks, converted to RGB after resizing), center crop size×size, drop
 // alpha, scale to [0, 1], normalise with CLIP's mean and std. Images are uint8 tensors [C, H, W] (torchvision's
 // layout).
 #include <ATen/core/Tensor.h>

@@ -1,4 +1,5 @@
-// Image decoding (stb_image, libwebp) and OpenAI CLIP's preprocessing with Pillow's bicubic resampler.
+// Image decoding (libjpeg-turbo, stb_image, libwebp) and OpenAI CLIP's preprocessing with Pillow's bicubic
+// resampler.
 #include <kclip/error.h>
 #include <kclip/image_transform.h>
 #include <kclip/runtime.h>
@@ -17,12 +18,20 @@
 #include <thread>
 #include <cerrno>
 #include <cmath>
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h needs FILE
 #include <cstring>
 #include <fstream>
 #include <iterator>
 
-// stb_image, compiled into this file only (static functions: no symbol clashes with other copies of stb).
+// JPEG: libjpeg-turbo, the decoder Pillow links, so decoded pixels equal Pillow's; fuzzed upstream (OSS-Fuzz).
+#include <jpeglib.h>
+#include <jerror.h>  // message codes (JWRN_JPEG_EOF)
+
+// PNG, BMP, GIF: stb_image, compiled into this file only (static functions: no symbol clashes with other copies
+// of stb). Its JPEG decoder is left out: libjpeg-turbo decodes JPEG.
 #define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_JPEG
 #define STB_IMAGE_STATIC
 #define STBI_NO_STDIO
 #define STBI_NO_HDR
@@ -47,10 +56,12 @@ namespace {
 constexpr int64_t kMaxPixels = 178956970;  // Pillow's MAX_IMAGE_PIXELS * 2: beyond it Pillow refuses to open
 
 // How Pillow resizes an image of the mode the file opens as: bicubic ("L", "RGB"), nearest neighbour for
-// palette and bilevel images ("P", "1"), bicubic on alpha-premultiplied values for "LA" / "RGBA".
-enum class Resampling { kBicubic, kNearest, kPremultiplied };
+// palette and bilevel images ("P", "1"), bicubic on alpha-premultiplied values for "LA" / "RGBA", bicubic on the
+// ink values of a "CMYK" JPEG (converted to RGB after resizing, as OpenAI's transform converts after Resize).
+enum class Resampling { kBicubic, kNearest, kPremultiplied, kCmyk };
 
-// A planar uint8 image [channels, height, width]: RGB, or RGBA when `resampling` is kPremultiplied.
+// A planar uint8 image [channels, height, width]: RGB, RGBA when `resampling` is kPremultiplied, CMYK when it is
+// kCmyk.
 struct Planes {
   int64_t channels = 0, height = 0, width = 0;
   std::vector<uint8_t> data;
@@ -118,7 +129,7 @@ uint8_t clip8(int64_t value) {
 Planes resample_pass(const Planes& in, int64_t out_size, bool horizontal) {
   const int64_t in_size = horizontal ? in.width : in.height;
   const Coefficients c = precompute_coefficients(in_size, out_size);
-  Planes out{in.channels, horizontal ? in.height : out_size, horizontal ? out_size : in.width, {}};
+  Planes out{in.channels, horizontal ? in.height : out_size, horizontal ? out_size : in.width, {}, in.resampling};
   out.data.resize(static_cast<size_t>(out.channels * out.height * out.width));
   for (int64_t ch = 0; ch < in.channels; ++ch) {
     const uint8_t* src = in.plane(ch);
@@ -205,6 +216,23 @@ Planes resize(const Planes& in, int64_t height, int64_t width) {
   }
 }
 
+// Pillow's convert("RGB") of a "CMYK" image (libImaging/Convert.c, cmyk2rgb): each channel (255 - k) scaled by
+// (1 - ink), rounded as Pillow's MULDIV255.
+Planes cmyk_to_rgb(const Planes& cmyk) {
+  Planes rgb{3, cmyk.height, cmyk.width, std::vector<uint8_t>(static_cast<size_t>(3 * cmyk.height * cmyk.width))};
+  const int64_t n = cmyk.height * cmyk.width;
+  const uint8_t* k = cmyk.plane(3);
+  for (int64_t c = 0; c < 3; ++c) {
+    const uint8_t* ink = cmyk.plane(c);
+    uint8_t* out = rgb.plane(c);
+    for (int64_t i = 0; i < n; ++i) {
+      const int paper = 255 - k[i], scaled = ink[i] * paper + 128;
+      out[i] = static_cast<uint8_t>(paper - (((scaled >> 8) + scaled) >> 8));
+    }
+  }
+  return rgb;
+}
+
 // ---- tensors <-> planes ------------------------------------------------------------------------------------
 
 // uint8 [3|1, H, W] or [H, W] as planes; grey becomes RGB when `rgb` (as PIL's convert("RGB")).
@@ -228,6 +256,7 @@ Planes planes_of(const at::Tensor& image, const std::string& who, bool rgb = tru
 
 // Writes the centre size×size window of `image` (already resized), scaled to [0, 1] and normalised, to `out`.
 void normalize_into(const Planes& image, int64_t top, int64_t left, const ImageTransform& t, float* out) {
+  if (image.resampling == Resampling::kCmyk) return normalize_into(cmyk_to_rgb(image), top, left, t, out);
   const int64_t s = t.size;
   for (int64_t c = 0; c < 3; ++c) {
     const uint8_t* src = image.plane(c);
@@ -307,52 +336,106 @@ void check_size(const ImageTransform& t) {
                t.crop_scale[0], t.crop_scale[1], t.crop_ratio[0], t.crop_ratio[1]);
 }
 
-// A JPEG cut short still decodes in stb_image (missing data reads as zeros): require the end-of-image marker
-// after the first start-of-scan.
-bool jpeg_is_complete(const uint8_t* data, size_t size) {
-  size_t i = 2;
-  while (i + 1 < size && !(data[i] == 0xFF && data[i + 1] == 0xDA)) ++i;
-  for (; i + 1 < size; ++i)
-    if (data[i] == 0xFF && data[i + 1] == 0xD9) return true;
-  return false;
+// ---- JPEG (libjpeg-turbo) --------------------------------------------------------------------------------------
+
+constexpr int kMaxJpegScans = 500;  // real progressive files have ~10; libjpeg-turbo's own fuzzers stop at 500
+
+// libjpeg reports errors through a callback that must not return: it jumps back to decode_jpeg's setjmp.
+struct JpegErrors {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX + 32];
+};
+
+[[noreturn]] void jpeg_fail_with(j_common_ptr cinfo, const char* message) {
+  auto* errors = reinterpret_cast<JpegErrors*>(cinfo->err);
+  std::snprintf(errors->message, sizeof errors->message, "%s", message);
+  std::longjmp(errors->jump, 1);
 }
 
-// stb_image (Debian's 2022 copy) writes past its 257-entry code-length table when a JPEG Huffman table (DHT)
-// declares more than 256 codes (found by tests/fuzz/fuzz_image; fixed upstream later). Such a file is corrupt:
-// walk the marker segments, entropy-coded data included (progressive files define tables between scans), and
-// refuse it before stb sees it. Returns the first bad table's code count, 0 when all are valid.
-int64_t jpeg_oversized_huffman_table(const uint8_t* data, size_t size) {
-  size_t i = 2;
-  while (i + 3 < size) {
-    if (data[i] != 0xFF) {  // entropy-coded data after a scan: skip to the next marker
-      ++i;
-      continue;
-    }
-    const uint8_t marker = data[i + 1];
-    if (marker == 0x00 || marker == 0xFF || (marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) {
-      ++i;  // stuffed byte, fill byte, restart marker, TEM: no length
-      continue;
-    }
-    if (marker == 0xD9) return 0;  // end of image
-    const size_t length = size_t{data[i + 2]} << 8 | data[i + 3];
-    const size_t end = std::min(size, i + 2 + length);
-    if (marker == 0xC4) {
-      // As stb reads it: tables while the declared length lasts, each read whole even past the segment's end.
-      int64_t left = static_cast<int64_t>(length) - 2;
-      size_t t = i + 4;
-      while (left > 0 && t + 17 <= size) {
-        int64_t codes = 0;
-        for (size_t c = 0; c < 16; ++c) codes += data[t + 1 + c];
-        if (codes > 256) return codes;
-        t += 17 + static_cast<size_t>(codes);
-        left -= 17 + codes;
-      }
-      i = std::max(t, i + 2);  // stb continues where its reading stopped
-      continue;
-    }
-    i = std::max(end, i + 2);
+[[noreturn]] void jpeg_error_exit(j_common_ptr cinfo) {
+  char reason[JMSG_LENGTH_MAX], message[JMSG_LENGTH_MAX + 32];
+  (*cinfo->err->format_message)(cinfo, reason);
+  std::snprintf(message, sizeof message, "cannot decode JPEG: %s", reason);
+  jpeg_fail_with(cinfo, message);
+}
+
+// Warnings (corrupt entropy-coded data, extraneous bytes) are ignored, as Pillow ignores them; but data that ends
+// before the image does is an error (libjpeg would pad the image with grey; Pillow refuses a truncated file).
+void jpeg_message(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF)
+    jpeg_fail_with(cinfo, "truncated JPEG (the data ends before the image does)");
+}
+
+// Each scan of a progressive JPEG passes over the whole image: thousands of tiny scans are a time bomb.
+void jpeg_scan_limit(j_common_ptr cinfo) {
+  if (reinterpret_cast<j_decompress_ptr>(cinfo)->input_scan_number > kMaxJpegScans) {
+    char message[64];
+    std::snprintf(message, sizeof message, "corrupt JPEG: more than %d scans", kMaxJpegScans);
+    jpeg_fail_with(cinfo, message);
   }
-  return 0;
+}
+
+// One decompression: libjpeg's state and what is decoded so far. It lives in memory (libjpeg holds its address),
+// so after a jump back from an error it is as the failing call left it, and its destructor cleans up.
+struct JpegDecoder {
+  jpeg_decompress_struct cinfo;
+  JpegErrors errors;
+  jpeg_progress_mgr progress;
+  volatile bool created = false;
+  Planes planes;
+  std::vector<uint8_t> row;  // one decoded scanline, interleaved
+  JpegDecoder() {
+    cinfo.err = jpeg_std_error(&errors.mgr);
+    errors.mgr.error_exit = jpeg_error_exit;
+    errors.mgr.emit_message = jpeg_message;
+    progress.progress_monitor = jpeg_scan_limit;
+  }
+  ~JpegDecoder() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+};
+
+// Decodes as Pillow's Image.open does: "L" (replicated to RGB, as convert("RGB")), "RGB", or "CMYK" with Adobe's
+// inverted ink values ("CMYK;I"), converted to RGB after resizing unless `cmyk_to_rgb_now`.
+Planes decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name, bool cmyk_to_rgb_now) {
+  JpegDecoder d;  // the only object with a destructor here: declared before setjmp, so a jump skips none
+  if (setjmp(d.errors.jump)) fail("{}: {}", name, d.errors.message);
+  jpeg_create_decompress(&d.cinfo);
+  d.created = true;
+  d.cinfo.progress = &d.progress;
+  jpeg_mem_src(&d.cinfo, bytes, static_cast<unsigned long>(size));
+  jpeg_read_header(&d.cinfo, TRUE);
+  const int components = d.cinfo.num_components;
+  if (components != 1 && components != 3 && components != 4)
+    fail("{}: a JPEG of {} components: expected 1 (grey), 3 (colour) or 4 (CMYK), as Pillow", name, components);
+  if (int64_t{d.cinfo.image_width} * d.cinfo.image_height > kMaxPixels)
+    fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, d.cinfo.image_width,
+         d.cinfo.image_height, kMaxPixels);
+  d.cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
+  jpeg_start_decompress(&d.cinfo);
+  const int64_t height = d.cinfo.output_height, width = d.cinfo.output_width;
+  const int64_t channels = components == 1 ? 3 : components;
+  d.planes = Planes{channels, height, width, std::vector<uint8_t>(static_cast<size_t>(channels * height * width)),
+                    components == 4 ? Resampling::kCmyk : Resampling::kBicubic};
+  d.row.resize(static_cast<size_t>(width * components));
+  while (d.cinfo.output_scanline < d.cinfo.output_height) {
+    const int64_t y = d.cinfo.output_scanline;
+    JSAMPROW rows[1] = {d.row.data()};
+    jpeg_read_scanlines(&d.cinfo, rows, 1);
+    const uint8_t* row = d.row.data();
+    for (int64_t c = 0; c < channels; ++c) {  // interleaved -> planes
+      uint8_t* out = d.planes.plane(c) + y * width;
+      if (components == 1) std::memcpy(out, row, static_cast<size_t>(width));
+      else if (components == 3) for (int64_t x = 0; x < width; ++x) out[x] = row[x * 3 + c];
+      else for (int64_t x = 0; x < width; ++x) out[x] = static_cast<uint8_t>(255 - row[x * 4 + c]);  // "CMYK;I"
+    }
+  }
+  jpeg_finish_decompress(&d.cinfo);
+  if (components == 4 && cmyk_to_rgb_now) return cmyk_to_rgb(d.planes);
+  return std::move(d.planes);
 }
 
 // An uncompressed BMP's pixel rows must all be in the file: stb_image fills missing rows with zeros, so a
@@ -427,16 +510,14 @@ Planes decode_webp(const uint8_t* bytes, size_t size, const std::string& name, b
   return p;
 }
 
-Planes decode_planes(const void* data, size_t size, const std::string& name, bool keep_alpha = true) {
+// The image as Pillow opens it, for resizing in its mode (alpha, CMYK kept), or as RGB when `keep_mode` is false.
+Planes decode_planes(const void* data, size_t size, const std::string& name, bool keep_mode = true) {
   const auto* bytes = static_cast<const uint8_t*>(data);
   if (size == 0) fail("{}: empty file: expected a JPEG, PNG, BMP, GIF or WebP image", name);
-  if (is_webp(bytes, size)) return decode_webp(bytes, size, name, keep_alpha);
+  if (is_webp(bytes, size)) return decode_webp(bytes, size, name, keep_mode);
   if (size > static_cast<size_t>(INT32_MAX)) fail("{}: {} bytes: too large for the image decoder", name, size);
-  if (size >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {  // before stb reads any of it (stbi_info too)
-    if (!jpeg_is_complete(bytes, size)) fail("{}: truncated JPEG (no end-of-image marker)", name);
-    if (const int64_t codes = jpeg_oversized_huffman_table(bytes, size))
-      fail("{}: corrupt JPEG: a Huffman table declares {} codes (at most 256)", name, codes);
-  }
+  if (size >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF)  // Pillow's test for a JPEG
+    return decode_jpeg(bytes, size, name, /*cmyk_to_rgb_now=*/!keep_mode);
   if (const uint64_t needed = bmp_truncated(bytes, size))
     fail("{}: truncated BMP: its header implies {} bytes, the file has {}", name, needed, size);
   int width = 0, height = 0, components = 0;
@@ -445,7 +526,7 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
   if (int64_t{width} * height > kMaxPixels)
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, width, height, kMaxPixels);
   Resampling resampling = pillow_resampling(bytes, size);
-  if (!keep_alpha && resampling == Resampling::kPremultiplied) resampling = Resampling::kBicubic;
+  if (!keep_mode && resampling == Resampling::kPremultiplied) resampling = Resampling::kBicubic;
   const int channels = resampling == Resampling::kPremultiplied ? 4 : 3;
   uint8_t* pixels = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &components, channels);
   if (!pixels) fail("{}: cannot decode image: {}", name, stbi_failure_reason());
@@ -476,7 +557,7 @@ at::Tensor to_tensor(const Planes& p) {
 }  // namespace
 
 at::Tensor decode_image(const void* data, size_t size, const std::string& name) {
-  return to_tensor(decode_planes(data, size, name, /*keep_alpha=*/false));
+  return to_tensor(decode_planes(data, size, name, /*keep_mode=*/false));
 }
 
 at::Tensor read_image(const std::filesystem::path& path) {

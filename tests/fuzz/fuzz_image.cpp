@@ -1,5 +1,5 @@
-// Image decoding (JPEG, PNG, GIF, BMP, WebP, ... through stb_image and libwebp) and CLIP's preprocessing of
-// whatever decodes, also with the training augmentation.
+// Image decoding (JPEG through libjpeg-turbo; PNG, GIF, BMP through stb_image; WebP through libwebp) and CLIP's
+// preprocessing of whatever decodes, also with the training augmentation.
 #include "fuzz.h"
 
 #include <kclip/image_transform.h>

@@ -84,6 +84,12 @@ def images():
         buffer = io.BytesIO()
         image.save(buffer, fmt)
         put("image", f"image.{ext}", buffer.getvalue())
+    # the JPEG modes and codings libjpeg-turbo takes other paths for
+    for ext, image, options in [("grey.jpg", rgb.convert("L"), {}), ("cmyk.jpg", rgb.convert("CMYK"), {}),
+                                ("progressive.jpg", rgb, {"progressive": True}), ("444.jpg", rgb, {"subsampling": 0})]:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", **options)
+        put("image", f"image.{ext}", buffer.getvalue())
 
 
 def captions_csv():

@@ -21,8 +21,7 @@ cmake --build "$build" -j "$(nproc)" --target kclip_tests kclip_cli kclip_python
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-sentencepiece="*sentencepiece*,embedding cache: unique captions*,embedding cache: a build killed*"
-sentencepiece+=",embedding cache: another teacher*,teacher: captions end to end*"
+sentencepiece="*sentencepiece*,teacher: captions end to end*"  # the cases that load tokenizer.model
 echo "== C++ tests under ASan + UBSan"
 "$build/tests/kclip_tests" --test-case-exclude="$sentencepiece"
 

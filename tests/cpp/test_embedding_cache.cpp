@@ -1,5 +1,7 @@
 // Embedding cache: dedup, resume after a simulated crash (byte-identical result), teacher-id mismatch, corrupt
-// shards, caption files. The teacher is a real LlamaTeacher: Meta's tokenizer on a small random-weight Llama.
+// shards, caption files. The teacher is a real LlamaTeacher: Meta's vocabulary on a small random-weight Llama,
+// read from llama2.c's tokenizer.bin by kclip's own code, so these cases also run under the sanitizers (which
+// cannot load sentencepiece, see docs/reliability.md).
 #include "small_llama.h"
 #include "testing.h"
 
@@ -17,8 +19,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+const char* const kTokenizer = "models/stories15M/tokenizer.bin";
+
 std::shared_ptr<kclip::LlamaTeacher> small_teacher(const std::string& pooling = "mean") {
-  auto tok = std::make_shared<kclip::LlamaTokenizer>(shared_dir() / "tokenizers/llama2/tokenizer.model");
+  auto tok = std::make_shared<kclip::LlamaTokenizer>(shared_dir() / kTokenizer);
   return std::make_shared<kclip::LlamaTeacher>(kclip::testing::small_random_llama(), tok,
                                                kclip::LlamaTeacherOptions().pooling(pooling).max_length(64), "small");
 }
@@ -36,7 +40,7 @@ std::string bytes(const fs::path& p) {
 }  // namespace
 
 TEST_CASE("embedding cache: unique captions are embedded once and looked up in any order") {
-  if (!have_shared("tokenizers/llama2/tokenizer.model")) return;
+  if (!have_shared(kTokenizer)) return;
   TempDir dir;
   auto teacher = small_teacher();
   auto cache = kclip::EmbeddingCache::build(dir.path(), *teacher, captions(),
@@ -58,7 +62,7 @@ TEST_CASE("embedding cache: unique captions are embedded once and looked up in a
 }
 
 TEST_CASE("embedding cache: a build killed mid-way resumes and ends byte-identical to an uninterrupted one") {
-  if (!have_shared("tokenizers/llama2/tokenizer.model")) return;
+  if (!have_shared(kTokenizer)) return;
   TempDir whole, resumed;
   auto teacher = small_teacher();
   auto options = kclip::EmbeddingCacheOptions().shard_size(2).dtype("F16").progress(false);
@@ -80,7 +84,7 @@ TEST_CASE("embedding cache: a build killed mid-way resumes and ends byte-identic
 }
 
 TEST_CASE("embedding cache: another teacher, other captions and corrupt shards are clear errors") {
-  if (!have_shared("tokenizers/llama2/tokenizer.model")) return;
+  if (!have_shared(kTokenizer)) return;
   TempDir dir;
   auto teacher = small_teacher();
   auto options = kclip::EmbeddingCacheOptions().shard_size(4).progress(false);

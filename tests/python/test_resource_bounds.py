@@ -1,5 +1,5 @@
-"""Resource bounds (docs/reliability.md): K-means and retrieval on inputs many times their memory budget keep what
-they allocate within it. Each case runs in a fresh process that memory-maps its input (file pages are not the
+"""Resource bounds (docs/reliability.md): K-means, retrieval and the embedding cache on inputs many times their
+memory budget keep what they allocate within it. Each case runs in a fresh process that memory-maps its input (file pages are not the
 process's own memory) and samples its anonymous resident memory (RssAnon) every 2 ms while the call runs."""
 import json
 import subprocess
@@ -82,3 +82,68 @@ def test_minibatch_kmeans_streams_shards_larger_than_its_budget(shards):
 def test_retrieval_over_40000_pairs_keeps_to_its_blocks(shards):
     # the dense 40000 x 40000 similarity matrix would be 6.0 GiB; blocks of 1024 x 1024 are 4 MiB
     assert growth_mib([shards["whole"]], "retrieval") <= 4 * 4 + SLACK_MIB
+
+
+CACHE_CASE = r"""
+import json, sys, threading, time, torch, kclip
+
+def anon_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+
+class NoiseTeacher(kclip.Teacher):
+    def __init__(self, dim):
+        super().__init__()
+        self.width, self.generator = dim, torch.Generator().manual_seed(0)
+
+    def embed(self, texts):
+        return torch.randn(len(texts), self.width, generator=self.generator)
+
+    def dim(self):
+        return self.width
+
+    def id(self):
+        return "noise"
+
+folder, count, dim, shard_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+captions = [f"a photo of thing number {i}" for i in range(count)]
+teacher = NoiseTeacher(dim)
+torch.randn(512, 512) @ torch.randn(512, 512)
+base = peak = anon_mib()
+done = False
+
+def sample():
+    global peak
+    while not done:
+        peak = max(peak, anon_mib())
+        time.sleep(0.002)
+
+sampler = threading.Thread(target=sample)
+sampler.start()
+cache = kclip.EmbeddingCache.build(folder, teacher, captions, shard_size=shard_size, dtype="f32", progress=False)
+assert cache.count == count and cache.complete
+generator = torch.Generator().manual_seed(1)
+for _ in range(20):  # lookups in random order across all shards, and a pass over every shard (memory-mapped)
+    rows = cache.get([captions[i] for i in torch.randint(0, count, (4096,), generator=generator).tolist()])
+total = sum(float(shard.sum()) for shard in cache.shards())
+done = True
+sampler.join()
+print(json.dumps({"growth_mib": max(peak, anon_mib()) - base}))
+"""
+
+
+def cache_growth_mib(folder, count, dim, shard_size):
+    out = subprocess.run([sys.executable, "-c", CACHE_CASE, str(folder), str(count), str(dim), str(shard_size)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["growth_mib"]
+
+
+def test_embedding_cache_builds_and_reads_49_shards_within_a_few_shards_of_memory(tmp_path):
+    """200 000 captions x 512 float32 = 391 MiB of embeddings, built in shards of 4096 rows (8 MiB): the build holds
+    one shard (its batches, the joined rows, the cast) and the caption index (~250 bytes a caption: the captions'
+    copy, the dedup map, the hash -> row index); lookups and a pass over every shard read the memory-mapped files.
+    The same build as one shard grows past the bound, so the measurement sees what the build holds."""
+    count, dim, shard = 200_000, 512, 4096
+    bound = 3 * shard * dim * 4 / 2**20 + count * 256 / 2**20 + SLACK_MIB  # 97 MiB
+    assert cache_growth_mib(tmp_path / "sharded", count, dim, shard) <= bound
+    assert cache_growth_mib(tmp_path / "dense", count, dim, count) > 4 * bound

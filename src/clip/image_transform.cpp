@@ -18,6 +18,7 @@
 #include <thread>
 #include <cerrno>
 #include <cmath>
+#include <cctype>
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h needs FILE
 #include <cstring>
@@ -82,24 +83,27 @@ double bicubic(double x) {  // Keys' cubic with a = -0.5, support 2
   return 0.0;
 }
 
-// For each output pixel: the first input pixel, how many are used, and their fixed-point weights.
+// For output pixels [begin, begin + first.size()): the first input pixel, how many are used, and their fixed-point
+// weights. Each output pixel's coefficients depend on its position alone, so a window of the output is computed
+// exactly as the whole.
 struct Coefficients {
-  int64_t taps = 0;
+  int64_t begin = 0, taps = 0;
   std::vector<int64_t> first, count;
-  std::vector<int32_t> weights;  // [out_size, taps]
+  std::vector<int32_t> weights;  // [outputs, taps]
 };
 
-Coefficients precompute_coefficients(int64_t in_size, int64_t out_size) {
+Coefficients precompute_coefficients(int64_t in_size, int64_t out_size, int64_t begin, int64_t end) {
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filter_scale = std::max(scale, 1.0);
   const double support = 2.0 * filter_scale;
   Coefficients c;
+  c.begin = begin;
   c.taps = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  c.first.resize(out_size);
-  c.count.resize(out_size);
-  c.weights.assign(static_cast<size_t>(out_size * c.taps), 0);
+  c.first.resize(static_cast<size_t>(end - begin));
+  c.count.resize(static_cast<size_t>(end - begin));
+  c.weights.assign(static_cast<size_t>((end - begin) * c.taps), 0);
   std::vector<double> k(static_cast<size_t>(c.taps));
-  for (int64_t xx = 0; xx < out_size; ++xx) {
+  for (int64_t xx = begin; xx < end; ++xx) {
     const double center = (static_cast<double>(xx) + 0.5) * scale;
     const int64_t xmin = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
     const int64_t xmax = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in_size) - xmin;
@@ -108,13 +112,14 @@ Coefficients precompute_coefficients(int64_t in_size, int64_t out_size) {
       k[x] = bicubic((static_cast<double>(x + xmin) - center + 0.5) / filter_scale);
       total += k[x];
     }
+    const int64_t o = xx - begin;
     for (int64_t x = 0; x < xmax; ++x) {
       const double w = total != 0.0 ? k[x] / total : k[x];
-      c.weights[xx * c.taps + x] = static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
-                                                              : 0.5 + w * (1 << kPrecisionBits));
+      c.weights[o * c.taps + x] = static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
+                                                             : 0.5 + w * (1 << kPrecisionBits));
     }
-    c.first[xx] = xmin;
-    c.count[xx] = xmax;
+    c.first[o] = xmin;
+    c.count[o] = xmax;
   }
   return c;
 }
@@ -125,24 +130,38 @@ uint8_t clip8(int64_t value) {
   return static_cast<uint8_t>(value >> kPrecisionBits);
 }
 
-// One pass along x (horizontal) or y (vertical) of every plane.
-Planes resample_pass(const Planes& in, int64_t out_size, bool horizontal) {
-  const int64_t in_size = horizontal ? in.width : in.height;
-  const Coefficients c = precompute_coefficients(in_size, out_size);
-  Planes out{in.channels, horizontal ? in.height : out_size, horizontal ? out_size : in.width, {}, in.resampling};
+// The pass along x over rows [row_begin, row_end) of every plane: output columns as `c` covers them.
+Planes resample_horizontal(const Planes& in, const Coefficients& c, int64_t row_begin, int64_t row_end) {
+  Planes out{in.channels, row_end - row_begin, static_cast<int64_t>(c.first.size()), {}, in.resampling};
+  out.data.resize(static_cast<size_t>(out.channels * out.height * out.width));
+  for (int64_t ch = 0; ch < in.channels; ++ch) {
+    for (int64_t y = 0; y < out.height; ++y) {
+      const uint8_t* src = in.plane(ch) + (row_begin + y) * in.width;
+      uint8_t* dst = out.plane(ch) + y * out.width;
+      for (int64_t x = 0; x < out.width; ++x) {
+        const int32_t* w = &c.weights[x * c.taps];
+        int64_t sum = int64_t{1} << (kPrecisionBits - 1);
+        for (int64_t t = 0; t < c.count[x]; ++t) sum += int64_t{src[c.first[x] + t]} * w[t];
+        dst[x] = clip8(sum);
+      }
+    }
+  }
+  return out;
+}
+
+// The pass along y: output rows as `c` covers them, from `in` whose first row is input row `row_offset`.
+Planes resample_vertical(const Planes& in, const Coefficients& c, int64_t row_offset) {
+  Planes out{in.channels, static_cast<int64_t>(c.first.size()), in.width, {}, in.resampling};
   out.data.resize(static_cast<size_t>(out.channels * out.height * out.width));
   for (int64_t ch = 0; ch < in.channels; ++ch) {
     const uint8_t* src = in.plane(ch);
     uint8_t* dst = out.plane(ch);
     for (int64_t y = 0; y < out.height; ++y) {
+      const int32_t* w = &c.weights[y * c.taps];
+      const int64_t first = c.first[y] - row_offset;
       for (int64_t x = 0; x < out.width; ++x) {
-        const int64_t o = horizontal ? x : y;
-        const int32_t* w = &c.weights[o * c.taps];
         int64_t sum = int64_t{1} << (kPrecisionBits - 1);
-        for (int64_t t = 0; t < c.count[o]; ++t) {
-          const int64_t i = c.first[o] + t;
-          sum += int64_t{horizontal ? src[y * in.width + i] : src[i * in.width + x]} * w[t];
-        }
+        for (int64_t t = 0; t < c.count[y]; ++t) sum += int64_t{src[(first + t) * in.width + x]} * w[t];
         dst[y * out.width + x] = clip8(sum);
       }
     }
@@ -150,11 +169,38 @@ Planes resample_pass(const Planes& in, int64_t out_size, bool horizontal) {
   return out;
 }
 
-Planes resize_bicubic_planes(const Planes& in, int64_t height, int64_t width) {
-  Planes out = in;
-  if (width != in.width) out = resample_pass(out, width, /*horizontal=*/true);
-  if (height != in.height) out = resample_pass(out, height, /*horizontal=*/false);
+// A window of an image resized to height × width: its rows [top, top + rows) and columns [left, left + cols).
+struct Window {
+  int64_t top, left, rows, cols;
+};
+
+Planes crop(const Planes& in, int64_t top, int64_t left, int64_t height, int64_t width) {
+  Planes out{in.channels, height, width, std::vector<uint8_t>(static_cast<size_t>(in.channels * height * width)),
+             in.resampling};
+  for (int64_t c = 0; c < in.channels; ++c)
+    for (int64_t y = 0; y < height; ++y)
+      std::memcpy(out.plane(c) + y * width, in.plane(c) + (top + y) * in.width + left, static_cast<size_t>(width));
   return out;
+}
+
+// Pillow's two passes (horizontal, then vertical), computing only the output pixels of `window` and the
+// intermediate rows they read: bit-identical to resizing the whole image and cropping (the centre crop keeps
+// size × size of it; an image of extreme aspect ratio would otherwise resize to millions of pixels it drops).
+Planes resize_bicubic_window(const Planes& in, int64_t height, int64_t width, const Window& window) {
+  const int64_t bottom = window.top + window.rows, right = window.left + window.cols;
+  Coefficients vertical;
+  int64_t row_begin = window.top, row_end = bottom;  // the input rows the vertical pass reads
+  if (height != in.height) {
+    vertical = precompute_coefficients(in.height, height, window.top, bottom);
+    row_begin = vertical.first.front();
+    row_end = row_begin;
+    for (size_t y = 0; y < vertical.first.size(); ++y)
+      row_end = std::max(row_end, vertical.first[y] + vertical.count[y]);
+  }
+  Planes band = width != in.width
+                    ? resample_horizontal(in, precompute_coefficients(in.width, width, window.left, right), row_begin, row_end)
+                    : crop(in, row_begin, window.left, row_end - row_begin, window.cols);
+  return height != in.height ? resample_vertical(band, vertical, row_begin) : band;
 }
 
 // Pillow's NEAREST (Geometry.c, ImagingScaleAffine): source positions accumulate the scale from half a step.
@@ -169,13 +215,14 @@ std::vector<int64_t> nearest_positions(int64_t in_size, int64_t out_size) {
   return positions;
 }
 
-Planes resize_nearest(const Planes& in, int64_t height, int64_t width) {
+Planes resize_nearest_window(const Planes& in, int64_t height, int64_t width, const Window& w) {
   const auto xs = nearest_positions(in.width, width), ys = nearest_positions(in.height, height);
-  Planes out{in.channels, height, width, std::vector<uint8_t>(static_cast<size_t>(in.channels * height * width)),
+  Planes out{in.channels, w.rows, w.cols, std::vector<uint8_t>(static_cast<size_t>(in.channels * w.rows * w.cols)),
              in.resampling};
   for (int64_t c = 0; c < in.channels; ++c)
-    for (int64_t y = 0; y < height; ++y)
-      for (int64_t x = 0; x < width; ++x) out.plane(c)[y * width + x] = in.plane(c)[ys[y] * in.width + xs[x]];
+    for (int64_t y = 0; y < w.rows; ++y)
+      for (int64_t x = 0; x < w.cols; ++x)
+        out.plane(c)[y * w.cols + x] = in.plane(c)[ys[w.top + y] * in.width + xs[w.left + x]];
   return out;
 }
 
@@ -198,22 +245,26 @@ void unpremultiply(Planes& p) {
   }
 }
 
-// Image.resize((width, height), BICUBIC) as Pillow does it for the image's mode.
-Planes resize(const Planes& in, int64_t height, int64_t width) {
-  if (height == in.height && width == in.width) return in;
+// `window` of Image.resize((width, height), BICUBIC) as Pillow does it for the image's mode.
+Planes resize_window(const Planes& in, int64_t height, int64_t width, const Window& window) {
+  if (height == in.height && width == in.width) return crop(in, window.top, window.left, window.rows, window.cols);
   switch (in.resampling) {
     case Resampling::kNearest:
-      return resize_nearest(in, height, width);
+      return resize_nearest_window(in, height, width, window);
     case Resampling::kPremultiplied: {
       Planes p = in;
       premultiply(p);
-      p = resize_bicubic_planes(p, height, width);
+      p = resize_bicubic_window(p, height, width, window);
       unpremultiply(p);
       return p;
     }
     default:
-      return resize_bicubic_planes(in, height, width);
+      return resize_bicubic_window(in, height, width, window);
   }
+}
+
+Planes resize(const Planes& in, int64_t height, int64_t width) {
+  return resize_window(in, height, width, Window{0, 0, height, width});
 }
 
 // Pillow's convert("RGB") of a "CMYK" image (libImaging/Convert.c, cmyk2rgb): each channel (255 - k) scaled by
@@ -276,11 +327,10 @@ void center_transform_into(const Planes& image, const ImageTransform& t, float* 
                                                 static_cast<double>(short_side));  // torchvision truncates
   const int64_t h = image.height <= image.width ? s : long_new;
   const int64_t w = image.height <= image.width ? long_new : s;
-  const Planes resized = resize(image, h, w);
   // torchvision's center_crop: int(round((H - size) / 2)) with Python's round-half-to-even
   const int64_t top = static_cast<int64_t>(std::nearbyint((h - s) / 2.0));
   const int64_t left = static_cast<int64_t>(std::nearbyint((w - s) / 2.0));
-  normalize_into(resized, top, left, t, out);
+  normalize_into(resize_window(image, h, w, Window{top, left, s, s}), 0, 0, t, out);
 }
 
 // torchvision's RandomResizedCrop.get_params with a generator of our own: ten tries at a window of random area
@@ -303,15 +353,6 @@ std::array<int64_t, 4> random_crop_window(int64_t height, int64_t width, const I
   if (in_ratio < t.crop_ratio[0]) h = static_cast<int64_t>(std::nearbyint(static_cast<double>(w) / t.crop_ratio[0]));
   else if (in_ratio > t.crop_ratio[1]) w = static_cast<int64_t>(std::nearbyint(static_cast<double>(h) * t.crop_ratio[1]));
   return {(height - h) / 2, (width - w) / 2, h, w};
-}
-
-Planes crop(const Planes& in, int64_t top, int64_t left, int64_t height, int64_t width) {
-  Planes out{in.channels, height, width, std::vector<uint8_t>(static_cast<size_t>(in.channels * height * width)),
-             in.resampling};
-  for (int64_t c = 0; c < in.channels; ++c)
-    for (int64_t y = 0; y < height; ++y)
-      std::memcpy(out.plane(c) + y * width, in.plane(c) + (top + y) * in.width + left, static_cast<size_t>(width));
-  return out;
 }
 
 // RandomResizedCrop (img.crop(window).resize((size, size), BICUBIC), as torchvision on PIL images), ToTensor,
@@ -461,6 +502,64 @@ uint64_t bmp_truncated(const uint8_t* b, size_t size) {
   return needed > static_cast<double>(size) ? static_cast<uint64_t>(std::min(needed, 1e19)) : 0;
 }
 
+// stb_image sizes some buffers from a file's headers before reading the data they describe; these checks hold
+// those sizes against the file first (each found by tests/fuzz/fuzz_image), so a small file cannot make kclip
+// allocate gigabytes. Each returns what is wrong, "" when nothing is.
+
+uint32_t big_endian32(const uint8_t* b) { return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3]; }
+
+// Every PNG chunk up to IEND must lie within the file: stb grows its buffer to an IDAT chunk's declared length
+// before reading it (a 60-byte file declaring 1.5 GB). Pillow refuses such a file as truncated too.
+std::string png_problem(const uint8_t* b, size_t size) {
+  static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size < 8 || !std::equal(std::begin(kPng), std::end(kPng), b)) return "";
+  for (size_t at = 8; at + 8 <= size;) {
+    const uint64_t length = big_endian32(b + at);
+    std::string type(reinterpret_cast<const char*>(b + at + 4), 4);
+    for (char& c : type) c = std::isalpha(static_cast<unsigned char>(c)) ? c : '?';
+    if (at + 12 + length > size)
+      return fmt::format("truncated PNG: chunk {} at byte {} declares {} bytes, {} remain", type, at, length,
+                         size > at + 12 ? size - at - 12 : 0);
+    if (type == "IEND") return "";
+    at += 12 + length;
+  }
+  return "";  // no IEND: stb_image reports what is missing
+}
+
+// A GIF's blocks up to the end of its first image (the one decoded, as Pillow) must lie within the file and be
+// blocks GIF defines; a GIF without an image is refused (Pillow cannot identify it); and its canvas may not have
+// more pixels than its bytes could fill (LZW emits at most 4096 pixels per code): stb allocates 9 bytes per canvas
+// pixel before reading any block (a 232-byte file made it allocate 1.4 GB).
+std::string gif_problem(const uint8_t* b, size_t size) {
+  if (size < 6 || (std::memcmp(b, "GIF87a", 6) != 0 && std::memcmp(b, "GIF89a", 6) != 0)) return "";
+  if (size < 13) return "truncated GIF: no logical screen descriptor";
+  const uint64_t width = b[6] | b[7] << 8, height = b[8] | b[9] << 8;
+  if (width * height > 4096 * static_cast<uint64_t>(size))
+    return fmt::format("a {}x{} GIF canvas in {} bytes (more pixels than its data can fill: a decompression bomb?)",
+                       width, height, size);
+  size_t at = 13 + (b[10] & 0x80 ? 3 * (size_t{2} << (b[10] & 7)) : 0);  // after the global colour table
+  auto skip_sub_blocks = [&]() {  // data sub-blocks: a length byte, that many bytes; a zero length ends them
+    while (at < size && b[at] != 0) at += 1 + b[at];
+    return at++ < size;
+  };
+  while (at < size) {
+    const uint8_t introducer = b[at];
+    if (introducer == 0x3B) return "a GIF without an image";  // the trailer
+    if (introducer == 0x21) {  // an extension: its label, then sub-blocks
+      at += 2;
+      if (!skip_sub_blocks()) break;
+    } else if (introducer == 0x2C) {  // an image: its descriptor, local colour table, LZW code size, sub-blocks
+      if (at + 10 > size) break;
+      const uint8_t flags = b[at + 9];
+      at += 10 + (flags & 0x80 ? 3 * (size_t{2} << (flags & 7)) : 0) + 1;
+      return skip_sub_blocks() ? "" : "truncated GIF: its first image ends before its data does";
+    } else {
+      return fmt::format("corrupt GIF: unknown block 0x{:02X} at byte {}", introducer, at);
+    }
+  }
+  return "truncated GIF: the file ends before its first image";
+}
+
 // The mode Pillow opens a file as decides how it resizes: PNG colour type 3 (palette) or 1-bit grey opens as "P" /
 // "1", colour types 4 and 6 as "LA" / "RGBA"; a GIF is "P" unless its global palette is the grey ramp ("L").
 Resampling pillow_resampling(const uint8_t* b, size_t size) {
@@ -520,6 +619,8 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
     return decode_jpeg(bytes, size, name, /*cmyk_to_rgb_now=*/!keep_mode);
   if (const uint64_t needed = bmp_truncated(bytes, size))
     fail("{}: truncated BMP: its header implies {} bytes, the file has {}", name, needed, size);
+  for (const std::string& problem : {png_problem(bytes, size), gif_problem(bytes, size)})
+    if (!problem.empty()) fail("{}: {}", name, problem);
   int width = 0, height = 0, components = 0;
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
     fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());

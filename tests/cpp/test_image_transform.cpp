@@ -91,5 +91,5 @@ TEST_CASE("image transform: bad files and tensors are one error naming them") {
   write_prefix(shared_dir() / "golden/clip-tiny/china.jpg", dir / "cut.jpg", 20000);
   CHECK_THROWS_WITH_AS(kclip::read_image(dir / "cut.jpg"), doctest::Contains("cut.jpg: truncated JPEG"), kclip::Error);
   write_prefix(shared_dir() / "golden/clip-tiny/fmnist_test_0_label9.png", dir / "cut.png", 300);
-  CHECK_THROWS_WITH_AS(kclip::read_image(dir / "cut.png"), doctest::Contains("cut.png: cannot decode image"), kclip::Error);
+  CHECK_THROWS_WITH_AS(kclip::read_image(dir / "cut.png"), doctest::Contains("cut.png: truncated PNG: chunk IDAT"), kclip::Error);
 }

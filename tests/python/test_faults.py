@@ -230,6 +230,8 @@ def test_inputs_the_fuzzers_found_are_clear_errors():
     assert found >= 4
     for name, reason in [("regress-c0324673aa0f", "cannot decode JPEG: Bogus Huffman table definition"),
                          ("regress-20f04fc5d597", "cannot decode JPEG: Bogus marker length"),
-                         ("regress-05638611e06d", "truncated BMP"), ("regress-510490d81c38", "truncated BMP")]:
+                         ("regress-05638611e06d", "truncated BMP"), ("regress-510490d81c38", "truncated BMP"),
+                         ("regress-aa3b7ddb2397", "truncated PNG: chunk IDAT at byte 33 declares 1610613755 bytes"),
+                         ("regress-c43da765744e", "a 16393x9766 GIF canvas in 232 bytes")]:
         with pytest.raises(kclip.Error, match=reason):
             kclip.read_image(FUZZ / "image" / name)

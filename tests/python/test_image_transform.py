@@ -83,6 +83,46 @@ def test_jpeg_modes_decode_and_preprocess_exactly_like_pillow(tmp_path):
     assert not torch.allclose(converted, pil_preprocess(tmp_path / "cmyk.jpg", 24), atol=1e-3)
 
 
+def test_centre_crops_of_extreme_aspect_ratios_equal_pillows_whole_resize(tmp_path):
+    """kclip resizes only the centre window the crop keeps (a 2 x 3000 image would otherwise resize to 64 x 96 000
+    pixels); Pillow resizes everything, then crops: the same values, for bicubic, nearest and premultiplied modes."""
+    rng = np.random.default_rng(2)
+    for h, w in [(2, 3000), (3000, 3), (7, 301), (300, 299), (1, 1)]:
+        rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+        for mode in ("RGB", "P", "RGBA"):
+            image = Image.fromarray(rgba, "RGBA").convert("RGB").quantize(40) if mode == "P" else \
+                Image.fromarray(rgba, "RGBA").convert(mode)
+            path = tmp_path / f"{h}x{w}-{mode}.png"
+            image.save(path)
+            for size in (24, 64):
+                assert torch.allclose(kclip.preprocess(path, size), pil_preprocess(path, size), atol=1e-6), (path.name, size)
+
+
+def test_png_and_gif_headers_are_held_against_the_file_before_decoding(tmp_path):
+    """stb_image sizes buffers from headers before reading the data: a chunk or canvas the bytes cannot back is
+    refused first, naming what is wrong; the untouched files still decode exactly as Pillow."""
+    image = Image.fromarray(np.arange(12 * 9 * 3, dtype=np.uint8).reshape(12, 9, 3) % 251, "RGB")
+    image.save(tmp_path / "ok.png")
+    image.quantize(16).save(tmp_path / "ok.gif")
+    png, gif = (tmp_path / "ok.png").read_bytes(), (tmp_path / "ok.gif").read_bytes()
+    idat = png.index(b"IDAT") - 4
+    blocks = 13 + 3 * (2 << (gif[10] & 7))  # after the global colour table
+    cases = {
+        "long-idat.png": (png[:idat] + (10**9).to_bytes(4, "big") + png[idat + 4:], "chunk IDAT at byte 33 declares 1000000000 bytes"),
+        "cut.png": (png[:idat + 12], "truncated PNG: chunk IDAT"),
+        "huge-canvas.gif": (gif[:6] + (60000).to_bytes(2, "little") * 2 + gif[10:], "a 60000x60000 GIF canvas"),
+        "no-image.gif": (gif[:blocks] + b"\x3b", "a GIF without an image"),
+        "cut.gif": (gif[:-8], "truncated GIF: its first image ends before its data does"),
+        "odd-block.gif": (gif[:blocks] + b"\x55" + gif[blocks:], f"unknown block 0x55 at byte {blocks}"),
+    }
+    for name, (data, reason) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(kclip.Error, match=f"{name}: .*{reason}"):
+            kclip.read_image(tmp_path / name)
+    for name in ("ok.png", "ok.gif"):
+        assert torch.equal(kclip.read_image(tmp_path / name), pil_tensor(Image.open(tmp_path / name).convert("RGB")))
+
+
 def test_a_jpeg_of_thousands_of_scans_is_refused(tmp_path):
     """Each progressive scan passes over the whole image: a file repeating one tiny scan 600 times (libjpeg only
     warns) is refused after 500 scans instead of decoding for minutes at full size."""

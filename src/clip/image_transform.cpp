@@ -30,10 +30,13 @@
 #include <jerror.h>  // message codes (JWRN_JPEG_EOF)
 
 // PNG, BMP, GIF: stb_image, compiled into this file only (static functions: no symbol clashes with other copies
-// of stb). Its JPEG decoder is left out: libjpeg-turbo decodes JPEG.
+// of stb), with those three decoders only: libjpeg-turbo decodes JPEG, and stb's others (TGA, PSD, PIC, PNM) are
+// formats kclip does not document (a 123-byte header-only TGA decoded as 3855 x 3855 pixels: tests/fuzz).
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_NO_JPEG
 #define STB_IMAGE_STATIC
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_GIF
 #define STBI_NO_STDIO
 #define STBI_NO_HDR
 #define STBI_NO_LINEAR
@@ -509,10 +512,13 @@ uint64_t bmp_truncated(const uint8_t* b, size_t size) {
 uint32_t big_endian32(const uint8_t* b) { return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3]; }
 
 // Every PNG chunk up to IEND must lie within the file: stb grows its buffer to an IDAT chunk's declared length
-// before reading it (a 60-byte file declaring 1.5 GB). Pillow refuses such a file as truncated too.
+// before reading it (a 60-byte file declaring 1.5 GB). Pillow refuses such a file as truncated too. And the image
+// data must be able to hold the pixels IHDR declares: stb allocates the inflated size up front (an 84-byte file
+// declaring 9 x 16715532 pixels made it allocate 618 MB), while zlib expands its input at most 1032 times.
 std::string png_problem(const uint8_t* b, size_t size) {
   static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   if (size < 8 || !std::equal(std::begin(kPng), std::end(kPng), b)) return "";
+  uint64_t width = 0, height = 0, bits_per_pixel = 0, image_data = 0;
   for (size_t at = 8; at + 8 <= size;) {
     const uint64_t length = big_endian32(b + at);
     std::string type(reinterpret_cast<const char*>(b + at + 4), 4);
@@ -520,10 +526,21 @@ std::string png_problem(const uint8_t* b, size_t size) {
     if (at + 12 + length > size)
       return fmt::format("truncated PNG: chunk {} at byte {} declares {} bytes, {} remain", type, at, length,
                          size > at + 12 ? size - at - 12 : 0);
-    if (type == "IEND") return "";
+    if (type == "IHDR" && length >= 13) {
+      static constexpr int kChannels[] = {1, 0, 3, 1, 2, 0, 4};  // by colour type: grey, -, RGB, palette, LA, -, RGBA
+      width = big_endian32(b + at + 8), height = big_endian32(b + at + 12);
+      const uint8_t colour_type = b[at + 17];
+      bits_per_pixel = uint64_t{b[at + 16]} * (colour_type < 7 ? kChannels[colour_type] : 0);
+    }
+    if (type == "IDAT") image_data += length;
+    if (type == "IEND") break;
     at += 12 + length;
   }
-  return "";  // no IEND: stb_image reports what is missing
+  const double needed = static_cast<double>(width) * static_cast<double>(height) * static_cast<double>(bits_per_pixel) / 8;
+  if (needed > 1032.0 * static_cast<double>(image_data) + 1024)
+    return fmt::format("truncated PNG: {}x{} pixels need {:.0f} bytes, more than its {} bytes of image data can "
+                       "inflate to", width, height, needed, image_data);
+  return "";  // what else is wrong (no IEND, bad CRC, ...) stb_image reports
 }
 
 // A GIF's blocks up to the end of its first image (the one decoded, as Pillow) must lie within the file and be

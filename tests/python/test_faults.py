@@ -232,6 +232,10 @@ def test_inputs_the_fuzzers_found_are_clear_errors():
                          ("regress-20f04fc5d597", "cannot decode JPEG: Bogus marker length"),
                          ("regress-05638611e06d", "truncated BMP"), ("regress-510490d81c38", "truncated BMP"),
                          ("regress-aa3b7ddb2397", "truncated PNG: chunk IDAT at byte 33 declares 1610613755 bytes"),
-                         ("regress-c43da765744e", "a 16393x9766 GIF canvas in 232 bytes")]:
+                         ("regress-c43da765744e", "a 16393x9766 GIF canvas in 232 bytes"),
+                         ("regress-cc1f781cf76f", "cannot decode image: Image not of any known type"),
+                         ("regress-9cb8fd989f25", "truncated PNG: 9x16715532 pixels need 601759152 bytes")]:
         with pytest.raises(kclip.Error, match=reason):
             kclip.read_image(FUZZ / "image" / name)
+    # valid, but once over the harness's 1 s: a 63497 x 11 JPEG (the centre crop now resizes only its window)
+    assert kclip.preprocess(FUZZ / "image" / "slow-ae4c9fe43891", 224).shape == (3, 224, 224)

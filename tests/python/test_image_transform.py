@@ -121,6 +121,15 @@ def test_png_and_gif_headers_are_held_against_the_file_before_decoding(tmp_path)
             kclip.read_image(tmp_path / name)
     for name in ("ok.png", "ok.gif"):
         assert torch.equal(kclip.read_image(tmp_path / name), pil_tensor(Image.open(tmp_path / name).convert("RGB")))
+    # zlib's best ratio is 1032:1: blank images compressed as far as Pillow can still decode (up to 7400 pixels a byte)
+    for mode in ("1", "L", "RGBA", "P"):
+        Image.new(mode, (3000, 2000), 0).save(tmp_path / f"blank-{mode}.png", optimize=True, compress_level=9)
+        assert kclip.read_image(tmp_path / f"blank-{mode}.png").shape == (3, 2000, 3000)
+    width, height = 9, 16715532  # IHDR edited to 150 million pixels: 27 bytes of data cannot hold them
+    ihdr = png[:16] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + png[24:]
+    (tmp_path / "tall.png").write_bytes(ihdr)
+    with pytest.raises(kclip.Error, match=r"tall.png: truncated PNG: 9x16715532 pixels need \d+ bytes"):
+        kclip.read_image(tmp_path / "tall.png")
 
 
 def test_a_jpeg_of_thousands_of_scans_is_refused(tmp_path):

@@ -543,6 +543,31 @@ std::string png_problem(const uint8_t* b, size_t size) {
   return "";  // what else is wrong (no IEND, bad CRC, ...) stb_image reports
 }
 
+// The PNG without its empty IDAT chunks (legal, and holding no data), or nothing when it has none: stb_image
+// copies an empty chunk through a null pointer (undefined behaviour; tests/fuzz/fuzz_image). Call after
+// png_problem (the chunks lie within the file).
+std::vector<uint8_t> png_without_empty_idat(const uint8_t* b, size_t size) {
+  std::vector<uint8_t> out;
+  if (!png_problem(b, size).empty() || size < 8 || b[0] != 0x89 || b[1] != 'P') return out;
+  bool dropped = false;
+  size_t at = 8, kept = 0;  // b[kept, at) is copied when a chunk is dropped
+  for (; at + 8 <= size;) {
+    const uint32_t length = big_endian32(b + at);
+    const bool empty_idat = length == 0 && std::memcmp(b + at + 4, "IDAT", 4) == 0;
+    const bool end = std::memcmp(b + at + 4, "IEND", 4) == 0;
+    if (empty_idat) {
+      out.insert(out.end(), b + kept, b + at);
+      kept = at + 12;
+      dropped = true;
+    }
+    at += 12 + length;
+    if (end) break;
+  }
+  if (!dropped) return {};
+  out.insert(out.end(), b + kept, b + size);
+  return out;
+}
+
 // A GIF's blocks up to the end of its first image (the one decoded, as Pillow) must lie within the file and be
 // blocks GIF defines; a GIF without an image is refused (Pillow cannot identify it); and its canvas may not have
 // more pixels than its bytes could fill (LZW emits at most 4096 pixels per code): stb allocates 9 bytes per canvas
@@ -638,6 +663,8 @@ Planes decode_planes(const void* data, size_t size, const std::string& name, boo
     fail("{}: truncated BMP: its header implies {} bytes, the file has {}", name, needed, size);
   for (const std::string& problem : {png_problem(bytes, size), gif_problem(bytes, size)})
     if (!problem.empty()) fail("{}: {}", name, problem);
+  const std::vector<uint8_t> png = png_without_empty_idat(bytes, size);
+  if (!png.empty()) bytes = png.data(), size = png.size();
   int width = 0, height = 0, components = 0;
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &components))
     fail("{}: cannot decode image: {} (expected a JPEG, PNG, BMP, GIF or WebP image)", name, stbi_failure_reason());

@@ -234,7 +234,8 @@ def test_inputs_the_fuzzers_found_are_clear_errors():
                          ("regress-aa3b7ddb2397", "truncated PNG: chunk IDAT at byte 33 declares 1610613755 bytes"),
                          ("regress-c43da765744e", "a 16393x9766 GIF canvas in 232 bytes"),
                          ("regress-cc1f781cf76f", "cannot decode image: Image not of any known type"),
-                         ("regress-9cb8fd989f25", "truncated PNG: 9x16715532 pixels need 601759152 bytes")]:
+                         ("regress-9cb8fd989f25", "truncated PNG: 9x16715532 pixels need 601759152 bytes"),
+                         ("regress-42ee9f399a59", "cannot decode image")]:
         with pytest.raises(kclip.Error, match=reason):
             kclip.read_image(FUZZ / "image" / name)
     # valid, but once over the harness's 1 s: a 63497 x 11 JPEG (the centre crop now resizes only its window)

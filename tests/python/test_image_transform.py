@@ -1,5 +1,7 @@
 """kclip's image decoding and CLIP preprocessing against Pillow (the resampler OpenAI's pipeline runs) and
 OpenAI's reference pixels (../shared/golden/clip-tiny)."""
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -119,7 +121,9 @@ def test_png_and_gif_headers_are_held_against_the_file_before_decoding(tmp_path)
         (tmp_path / name).write_bytes(data)
         with pytest.raises(kclip.Error, match=f"{name}: .*{reason}"):
             kclip.read_image(tmp_path / name)
-    for name in ("ok.png", "ok.gif"):
+    empty_idat = b"\x00\x00\x00\x00IDAT" + zlib.crc32(b"IDAT").to_bytes(4, "big")  # legal: stb mishandles it
+    (tmp_path / "empty-idat.png").write_bytes(png[:idat] + empty_idat + png[idat:])
+    for name in ("ok.png", "ok.gif", "empty-idat.png"):
         assert torch.equal(kclip.read_image(tmp_path / name), pil_tensor(Image.open(tmp_path / name).convert("RGB")))
     # zlib's best ratio is 1032:1: blank images compressed as far as Pillow can still decode (up to 7400 pixels a byte)
     for mode in ("1", "L", "RGBA", "P"):

@@ -458,6 +458,13 @@ Planes decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name, b
   if (int64_t{d.cinfo.image_width} * d.cinfo.image_height > kMaxPixels)
     fail("{}: {}x{} pixels exceeds the limit of {} (a decompression bomb?)", name, d.cinfo.image_width,
          d.cinfo.image_height, kMaxPixels);
+  // Huffman coding spends at least one bit on every 8x8 block of a scan, so a file holds at most 512 pixels a byte;
+  // libjpeg fills what a marker cut short with grey (as Pillow, which warns of nothing): a 178-byte file would
+  // decode 145 million pixels. Arithmetic coding (rare) has no such bound.
+  const double pixels = static_cast<double>(d.cinfo.image_width) * static_cast<double>(d.cinfo.image_height);
+  if (!d.cinfo.arith_code && pixels > 512.0 * static_cast<double>(size))
+    fail("{}: truncated JPEG: {}x{} pixels cannot be coded in {} bytes (at most 512 a byte)", name,
+         d.cinfo.image_width, d.cinfo.image_height, size);
   d.cinfo.out_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
   jpeg_start_decompress(&d.cinfo);
   const int64_t height = d.cinfo.output_height, width = d.cinfo.output_width;

@@ -80,6 +80,15 @@ def test_jpeg_modes_decode_and_preprocess_exactly_like_pillow(tmp_path):
         for size in (24, 64):
             ours = kclip.preprocess(tmp_path / name, size)
             assert torch.allclose(ours, pil_preprocess(tmp_path / name, size), atol=1e-6), (name, size)
+    # Huffman coding spends at least a bit per 8x8 block: blank files reach ~255 pixels a byte; a header claiming
+    # more than 512 a byte is refused before libjpeg fills the image with grey
+    Image.new("L", (4000, 3000)).save(tmp_path / "blank.jpg", quality=1, progressive=True, optimize=True)
+    assert kclip.read_image(tmp_path / "blank.jpg").shape == (3, 3000, 4000)
+    data = (tmp_path / "rgb.jpg").read_bytes()
+    sof = data.index(b"\xff\xc0")
+    (tmp_path / "tall.jpg").write_bytes(data[:sof + 5] + (65000).to_bytes(2, "big") + data[sof + 7:])
+    with pytest.raises(kclip.Error, match=r"tall.jpg: truncated JPEG: 85x65000 pixels cannot be coded in \d+ bytes"):
+        kclip.read_image(tmp_path / "tall.jpg")
     # resizing in CMYK differs from resizing the converted RGB (the check above can fail)
     converted = kclip.preprocess(kclip.read_image(tmp_path / "cmyk.jpg"), 24)
     assert not torch.allclose(converted, pil_preprocess(tmp_path / "cmyk.jpg", 24), atol=1e-3)

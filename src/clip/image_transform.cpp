@@ -522,9 +522,13 @@ uint32_t big_endian32(const uint8_t* b) { return uint32_t{b[0]} << 24 | uint32_t
 // before reading it (a 60-byte file declaring 1.5 GB). Pillow refuses such a file as truncated too. And the image
 // data must be able to hold the pixels IHDR declares: stb allocates the inflated size up front (an 84-byte file
 // declaring 9 x 16715532 pixels made it allocate 618 MB), while zlib expands its input at most 1032 times.
-std::string png_problem(const uint8_t* b, size_t size) {
+bool is_png(const uint8_t* b, size_t size) {
   static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (size < 8 || !std::equal(std::begin(kPng), std::end(kPng), b)) return "";
+  return size >= 8 && std::equal(std::begin(kPng), std::end(kPng), b);
+}
+
+std::string png_problem(const uint8_t* b, size_t size) {
+  if (!is_png(b, size)) return "";
   uint64_t width = 0, height = 0, bits_per_pixel = 0, image_data = 0;
   for (size_t at = 8; at + 8 <= size;) {
     const uint64_t length = big_endian32(b + at);
@@ -555,11 +559,11 @@ std::string png_problem(const uint8_t* b, size_t size) {
 // png_problem (the chunks lie within the file).
 std::vector<uint8_t> png_without_empty_idat(const uint8_t* b, size_t size) {
   std::vector<uint8_t> out;
-  if (!png_problem(b, size).empty() || size < 8 || b[0] != 0x89 || b[1] != 'P') return out;
+  if (!is_png(b, size) || !png_problem(b, size).empty()) return out;
   bool dropped = false;
   size_t at = 8, kept = 0;  // b[kept, at) is copied when a chunk is dropped
   for (; at + 8 <= size;) {
-    const uint32_t length = big_endian32(b + at);
+    const uint64_t length = big_endian32(b + at);  // 64 bits: 12 + length must not wrap
     const bool empty_idat = length == 0 && std::memcmp(b + at + 4, "IDAT", 4) == 0;
     const bool end = std::memcmp(b + at + 4, "IEND", 4) == 0;
     if (empty_idat) {
@@ -612,8 +616,7 @@ std::string gif_problem(const uint8_t* b, size_t size) {
 // The mode Pillow opens a file as decides how it resizes: PNG colour type 3 (palette) or 1-bit grey opens as "P" /
 // "1", colour types 4 and 6 as "LA" / "RGBA"; a GIF is "P" unless its global palette is the grey ramp ("L").
 Resampling pillow_resampling(const uint8_t* b, size_t size) {
-  static constexpr uint8_t kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (size >= 26 && std::equal(std::begin(kPng), std::end(kPng), b)) {
+  if (size >= 26 && is_png(b, size)) {
     const uint8_t bit_depth = b[24], colour_type = b[25];
     if (colour_type == 3 || (colour_type == 0 && bit_depth == 1)) return Resampling::kNearest;
     if (colour_type == 4 || colour_type == 6) return Resampling::kPremultiplied;

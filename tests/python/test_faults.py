@@ -237,7 +237,8 @@ def test_inputs_the_fuzzers_found_are_clear_errors():
                          ("regress-9cb8fd989f25", "truncated PNG: 9x16715532 pixels need 601759152 bytes"),
                          ("regress-42ee9f399a59", "cannot decode image"),
                          ("regress-656c55ed2d5e", "truncated JPEG: 63497x2293 pixels cannot be coded in 178 bytes"),
-                         ("regress-ae4c9fe43891", "truncated JPEG: 63497x11 pixels cannot be coded in 358 bytes")]:
+                         ("regress-ae4c9fe43891", "truncated JPEG: 63497x11 pixels cannot be coded in 358 bytes"),
+                         ("regress-294a6530cbb3", "cannot decode image")]:
         with pytest.raises(kclip.Error, match=reason):
             kclip.read_image(FUZZ / "image" / name)
 

@@ -493,15 +493,18 @@ Planes decode_jpeg(const uint8_t* bytes, size_t size, const std::string& name, b
 // 314-byte file declaring 9 x 3801100 pixels decoded 34 million pixels (found by tests/fuzz/fuzz_image; Pillow
 // refuses such a file as truncated). Returns the bytes the header implies when the file is shorter, else 0.
 uint64_t bmp_truncated(const uint8_t* b, size_t size) {
-  if (size < 30 || b[0] != 'B' || b[1] != 'M') return 0;
+  if (size < 2 || b[0] != 'B' || b[1] != 'M') return 0;
+  if (size < 18) return 18;  // the file header and the info header's size
   auto u16 = [&](size_t at) { return uint64_t{b[at]} | uint64_t{b[at + 1]} << 8; };
   auto u32 = [&](size_t at) { return u16(at) | u16(at + 2) << 16; };
   const uint64_t offset = u32(10), header = u32(14);
+  // The whole info header must be there (stb reads a cut one as zeros: 32 bytes decoded as 26 million pixels).
+  const uint64_t header_end = 14 + (header == 12 ? 12 : std::max<uint64_t>(header, 20));
+  if (size < header_end) return header_end;
   uint64_t width = 0, height = 0, bits = 0, compression = 0;
   if (header == 12) {  // OS/2 BITMAPCOREHEADER: 16-bit sizes
     width = u16(18), height = u16(20), bits = u16(24);
   } else {
-    if (size < 34) return 0;
     width = u32(18), bits = u16(28), compression = u32(30);
     const auto signed_height = static_cast<int32_t>(u32(22));  // negative: rows stored top-down
     height = signed_height < 0 ? uint64_t(-int64_t{signed_height}) : uint64_t(signed_height);

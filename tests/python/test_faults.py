@@ -238,7 +238,8 @@ def test_inputs_the_fuzzers_found_are_clear_errors():
                          ("regress-42ee9f399a59", "cannot decode image"),
                          ("regress-656c55ed2d5e", "truncated JPEG: 63497x2293 pixels cannot be coded in 178 bytes"),
                          ("regress-ae4c9fe43891", "truncated JPEG: 63497x11 pixels cannot be coded in 358 bytes"),
-                         ("regress-294a6530cbb3", "cannot decode image")]:
+                         ("regress-294a6530cbb3", "cannot decode image"),
+                         ("regress-6b1debf98c6b", "truncated BMP: its header implies 70 bytes, the file has 32")]:
         with pytest.raises(kclip.Error, match=reason):
             kclip.read_image(FUZZ / "image" / name)
 

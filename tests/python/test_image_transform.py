@@ -132,7 +132,12 @@ def test_png_and_gif_headers_are_held_against_the_file_before_decoding(tmp_path)
             kclip.read_image(tmp_path / name)
     empty_idat = b"\x00\x00\x00\x00IDAT" + zlib.crc32(b"IDAT").to_bytes(4, "big")  # legal: stb mishandles it
     (tmp_path / "empty-idat.png").write_bytes(png[:idat] + empty_idat + png[idat:])
-    for name in ("ok.png", "ok.gif", "empty-idat.png"):
+    for h, w in [(1, 1), (2, 3)]:  # the smallest BMPs are shorter than the headers' largest form
+        image.crop((0, 0, w, h)).save(tmp_path / f"{h}x{w}.bmp")
+    (tmp_path / "cut-header.bmp").write_bytes((tmp_path / "2x3.bmp").read_bytes()[:32])
+    with pytest.raises(kclip.Error, match="cut-header.bmp: truncated BMP: its header implies 54 bytes, the file has 32"):
+        kclip.read_image(tmp_path / "cut-header.bmp")
+    for name in ("ok.png", "ok.gif", "empty-idat.png", "1x1.bmp", "2x3.bmp"):
         assert torch.equal(kclip.read_image(tmp_path / name), pil_tensor(Image.open(tmp_path / name).convert("RGB")))
     # zlib's best ratio is 1032:1: blank images compressed as far as Pillow can still decode (up to 7400 pixels a byte)
     for mode in ("1", "L", "RGBA", "P"):

@@ -13,38 +13,46 @@ import kclip
 ROWS, DIM, SHARDS = 80_000, 256, 8  # 625 MiB of float32 embeddings in memory-mapped shards
 SLACK_MIB = 24  # LibTorch's and the allocator's own bookkeeping, measured at ~2 MiB here
 
-CASE = r"""
+# Shared by the cases: growth_while(run) is the peak of anonymous resident memory while run() runs, over what
+# the process held just before (MiB).
+MEASURE = r"""
 import json, sys, threading, time, torch, kclip
 
 def anon_mib():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
 
+def growth_while(run):
+    torch.randn(512, 512) @ torch.randn(512, 512)  # OpenBLAS's per-thread buffers exist before the baseline
+    base = peak = anon_mib()
+    done = False
+
+    def sample():
+        nonlocal peak
+        while not done:
+            peak = max(peak, anon_mib())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    run()
+    done = True
+    sampler.join()
+    return max(peak, anon_mib()) - base
+"""
+
+CASE = MEASURE + r"""
 paths, case = json.loads(sys.argv[1]), sys.argv[2]
 shards = [kclip.load_safetensors(p)["embeddings"] for p in paths]
-torch.randn(512, 512) @ torch.randn(512, 512)  # OpenBLAS's per-thread buffers exist before the baseline
 queries = torch.nn.functional.normalize(torch.randn(40_000, 32, generator=torch.Generator().manual_seed(0)), dim=1)
 keys = torch.nn.functional.normalize(queries + 0.5 * torch.randn(40_000, 32), dim=1)
-base = peak = anon_mib()
-done = False
-
-def sample():
-    global peak
-    while not done:
-        peak = max(peak, anon_mib())
-        time.sleep(0.002)
-
-sampler = threading.Thread(target=sample)
-sampler.start()
-if case == "kmeans":
-    kclip.KMeans(100, iters=4, tol=0, seed=0, memory_budget_mb=32).fit(shards[0])
-elif case == "kmeans-minibatch":
-    kclip.KMeans(100, iters=2, seed=0, batch_size=4096, memory_budget_mb=32).fit_minibatch(shards)
-else:
-    kclip.retrieval_recall(queries, keys, torch.arange(40_000), block=1024)
-done = True
-sampler.join()
-print(json.dumps({"growth_mib": max(peak, anon_mib()) - base}))
+runs = {
+    "kmeans": lambda: kclip.KMeans(100, iters=4, tol=0, seed=0, memory_budget_mb=32).fit(shards[0]),
+    "kmeans-minibatch": lambda: kclip.KMeans(100, iters=2, seed=0, batch_size=4096,
+                                             memory_budget_mb=32).fit_minibatch(shards),
+    "retrieval": lambda: kclip.retrieval_recall(queries, keys, torch.arange(40_000), block=1024),
+}
+print(json.dumps({"growth_mib": growth_while(runs[case])}))
 """
 
 
@@ -84,13 +92,7 @@ def test_retrieval_over_40000_pairs_keeps_to_its_blocks(shards):
     assert growth_mib([shards["whole"]], "retrieval") <= 4 * 4 + SLACK_MIB
 
 
-CACHE_CASE = r"""
-import json, sys, threading, time, torch, kclip
-
-def anon_mib():
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
-
+CACHE_CASE = MEASURE + r"""
 class NoiseTeacher(kclip.Teacher):
     def __init__(self, dim):
         super().__init__()
@@ -107,28 +109,17 @@ class NoiseTeacher(kclip.Teacher):
 
 folder, count, dim, shard_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 captions = [f"a photo of thing number {i}" for i in range(count)]
-teacher = NoiseTeacher(dim)
-torch.randn(512, 512) @ torch.randn(512, 512)
-base = peak = anon_mib()
-done = False
 
-def sample():
-    global peak
-    while not done:
-        peak = max(peak, anon_mib())
-        time.sleep(0.002)
+def build_and_read():
+    cache = kclip.EmbeddingCache.build(folder, NoiseTeacher(dim), captions, shard_size=shard_size, dtype="f32",
+                                       progress=False)
+    assert cache.count == count and cache.complete
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):  # lookups in random order across all shards, and a pass over every shard (memory-mapped)
+        cache.get([captions[i] for i in torch.randint(0, count, (4096,), generator=generator).tolist()])
+    sum(float(shard.sum()) for shard in cache.shards())
 
-sampler = threading.Thread(target=sample)
-sampler.start()
-cache = kclip.EmbeddingCache.build(folder, teacher, captions, shard_size=shard_size, dtype="f32", progress=False)
-assert cache.count == count and cache.complete
-generator = torch.Generator().manual_seed(1)
-for _ in range(20):  # lookups in random order across all shards, and a pass over every shard (memory-mapped)
-    rows = cache.get([captions[i] for i in torch.randint(0, count, (4096,), generator=generator).tolist()])
-total = sum(float(shard.sum()) for shard in cache.shards())
-done = True
-sampler.join()
-print(json.dumps({"growth_mib": max(peak, anon_mib()) - base}))
+print(json.dumps({"growth_mib": growth_while(build_and_read)}))
 """
 
 
